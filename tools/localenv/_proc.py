@@ -1,0 +1,214 @@
+"""Process bookkeeping for the local environment.
+
+Every process the local environment starts is tracked by a PID file under
+``.local/run/<name>.pid`` and logs to ``.local/log/<name>.log``. ``stop`` only ever
+signals a PID that this project wrote and whose command line still matches, so
+``make local-down`` never touches somebody else's process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LocalEnvError(RuntimeError):
+    """A component could not be brought up; the message says which and why."""
+
+
+def default_cache_dir() -> Path:
+    """Persistent caches (Go modules and builds, base image tarballs) outside the checkout."""
+    env = os.environ.get("THINKUS_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "thinkus-ops"
+
+
+@dataclass
+class Context:
+    state_dir: Path = field(default_factory=lambda: ROOT / ".local")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    def ensure(self) -> None:
+        for d in (self.state_dir, self.run_dir, self.log_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def pid_path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+
+def say(msg: str) -> None:
+    print(f"local-env: {msg}", flush=True)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def tracked_pid(ctx: Context, name: str) -> int | None:
+    """The PID of our process ``name`` if it is still running, else None."""
+    pidfile = ctx.pid_path(name)
+    try:
+        pid_s, _sep, marker = pidfile.read_text().partition("\n")
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return None
+    cmd = _cmdline(pid)
+    if not cmd or (marker.strip() and marker.strip() not in cmd):
+        return None
+    return pid
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        data = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(data[-lines:])
+
+
+def fail(ctx: Context, name: str, why: str) -> LocalEnvError:
+    log = ctx.log_path(name)
+    return LocalEnvError(f"{name}: {why}\n--- last lines of {log} ---\n{tail(log)}")
+
+
+def spawn(
+    ctx: Context,
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    ports: Sequence[int] = (),
+) -> int:
+    """Start ``argv`` detached, logging to .local/log/<name>.log, tracked by a PID file.
+
+    A port already taken by a process that is not ours stops the bring-up with the
+    component and the port named; nothing is killed.
+    """
+    pid = tracked_pid(ctx, name)
+    if pid:
+        return pid
+    for port in ports:
+        if port_in_use(port):
+            raise LocalEnvError(
+                f"{name}: port {port} on 127.0.0.1 is already in use by a process this project did not start; "
+                f"free it or choose another port (see inventories/local and tools/localenv)"
+            )
+    ctx.ensure()
+    log = ctx.log_path(name).open("ab")
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        cwd=str(cwd) if cwd else None,
+        start_new_session=True,
+    )
+    log.close()
+    ctx.pid_path(name).write_text(f"{proc.pid}\n{Path(argv[0]).name}\n")
+    return proc.pid
+
+
+def stop(ctx: Context, name: str, timeout: float = 20.0) -> bool:
+    """Stop our process ``name`` (TERM, then KILL). Returns True if one was running."""
+    pid = tracked_pid(ctx, name)
+    ctx.pid_path(name).unlink(missing_ok=True)
+    if not pid:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _cmdline(pid):
+            return True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def wait_for(ctx: Context, name: str, check: Callable[[], bool], timeout: float = 60.0, interval: float = 0.25) -> None:
+    """Poll ``check`` until it is true; fail with the log tail when the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        if not tracked_pid(ctx, name) and ctx.pid_path(name).exists():
+            raise fail(ctx, name, "exited during start-up")
+        time.sleep(interval)
+    raise fail(ctx, name, f"not ready after {timeout:.0f}s")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    input_: bytes | None = None,
+    quiet: bool = False,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a short command; on failure raise with its output (never with secrets: pass those via env/stdin)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    res = subprocess.run(
+        list(argv),
+        env=full_env,
+        cwd=str(cwd) if cwd else None,
+        input=input_,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    if res.returncode != 0:
+        out = res.stdout.decode(errors="replace")[-4000:]
+        raise LocalEnvError(f"command failed ({res.returncode}): {' '.join(argv[:3])} ...\n{out}")
+    if not quiet and os.environ.get("THINKUS_VERBOSE"):
+        sys.stdout.write(res.stdout.decode(errors="replace"))
+    return res

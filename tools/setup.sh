@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# make setup: the virtualenv with the pinned Python dependencies, and the link that lets
+# playbooks in this checkout resolve thinkus.ops.* to the working tree. Idempotent and
+# fast when nothing changed (a stamp holds the hash of requirements.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+die() { echo "setup: $*" >&2; exit 1; }
+
+command -v python3 >/dev/null 2>&1 || die "python3 is missing: install Python 3.11 (apt-get install python3)"
+python3 - <<'PY' || die "Python 3.10 or newer is required (found $(python3 -V 2>&1))"
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+python3 -c 'import venv, ensurepip' 2>/dev/null \
+  || die "the Python venv module is missing: apt-get install python3-venv"
+command -v git >/dev/null 2>&1 || die "git is missing: apt-get install git"
+
+# System packages (Docker engine, PostgreSQL, Redis, etcd, Prometheus, ...): the missing ones.
+tools/system_packages.sh
+
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+stamp=.venv/.thinkus-requirements
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python dependencies into .venv (requirements.txt)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  echo "$want" > "$stamp"
+else
+  echo "setup: .venv is up to date"
+fi
+
+# thinkus.ops resolves to this working tree (no installed copy to go stale).
+mkdir -p .collections/ansible_collections/thinkus
+link=.collections/ansible_collections/thinkus/ops
+if [ "$(readlink "$link" 2>/dev/null)" != "$root" ]; then
+  rm -rf "$link"
+  ln -s "$root" "$link"
+fi
+echo "setup: ok ($(.venv/bin/ansible --version | sed -n 1p))"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make test: every stage of the suite in order, a timing line per stage and one summary
+# line at the end. A failed stage is reported and the run goes on to the next stage, so
+# one run shows every problem; the exit status is non-zero if any stage failed.
+#   STAGES="lint unit" make test   runs a subset
+#   KEEP_LOCAL=1 make test          leaves the local environment running afterwards
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+all_stages="lint sanity unit package"
+stages=${STAGES:-$all_stages}
+passed=0
+failed=0
+failed_names=()
+t_start=$(date +%s)
+
+run_stage() {
+  local name=$1
+  shift
+  local t0 t1
+  t0=$(date +%s)
+  echo "==> [$name] $(date -u +%H:%M:%S) started"
+  if "$@"; then
+    t1=$(date +%s)
+    echo "<== [$name] ok in $((t1 - t0))s"
+    passed=$((passed + 1))
+  else
+    t1=$(date +%s)
+    echo "<== [$name] FAILED in $((t1 - t0))s"
+    failed=$((failed + 1))
+    failed_names+=("$name")
+  fi
+}
+
+for stage in $stages; do
+  case $stage in
+    lint) run_stage lint make --no-print-directory lint ;;
+    sanity) run_stage sanity make --no-print-directory sanity ;;
+    unit) run_stage unit make --no-print-directory unit ;;
+    package) run_stage package make --no-print-directory package ;;
+    *) echo "unknown stage: $stage (known: $all_stages)" >&2; exit 2 ;;
+  esac
+done
+
+echo "make test finished in $(($(date +%s) - t_start))s${failed_names[*]:+; failed: ${failed_names[*]}}"
+echo "stages: ${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
