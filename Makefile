@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?=
 
-.PHONY: help setup test lint sanity unit molecule demo build package clean
+.PHONY: help setup test lint sanity unit integration molecule demo build package clean local-up local-down local-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,13 +33,25 @@ sanity: setup ## ansible-test sanity on this machine's Python, no ignore files
 unit: setup ## pytest unit tests
 	pytest -q tests/unit
 
+integration: setup ## tests against the local environment (bring it up first: make local-up)
+	pytest -q tests/localenv tests/integration
+
+local-up: setup ## start the local environment (idempotent; state in .local/, caches in ~/.cache/thinkus-ops)
+	python -m tools.localenv up
+
+local-down: ## stop what the local environment started (PID files); keeps state and caches
+	@if [ -x $(BIN)/python ]; then python -m tools.localenv down; else echo "nothing to stop (no .venv)"; fi
+
+local-status: ## one line per component: up/down and its address
+	@python -m tools.localenv status
+
 molecule: setup ## all Molecule scenarios, or one: make molecule SCENARIO=<name>
 	@if [ -n "$(SCENARIO)" ]; then molecule test -s "$(SCENARIO)"; \
 	else molecule test --all; fi
 
-demo: setup ## the whole platform deployed to a local environment on this machine
-	@echo "make demo: the local environment (Docker, registry, Kubernetes, PostgreSQL, Redis, S3, Prometheus)"
-	@echo "arrives with the local-environment work; until then there is nothing to deploy to."
+demo: local-up ## the whole platform deployed to a local environment on this machine
+	@if [ -f playbooks/deploy.yml ]; then ansible-playbook playbooks/deploy.yml -i inventories/local; \
+	else echo "make demo: the local environment is up (make local-status); playbooks/deploy.yml arrives with the deploy-pipeline work, so there is nothing to deploy yet."; fi
 
 build: setup ## the collection tarball (ansible-galaxy collection build)
 	ansible-galaxy collection build --force --output-path .build

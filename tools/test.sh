@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-all_stages="lint sanity unit package"
+all_stages="lint sanity unit package local-up integration molecule"
 stages=${STAGES:-$all_stages}
 passed=0
 failed=0
@@ -38,9 +38,29 @@ for stage in $stages; do
     sanity) run_stage sanity make --no-print-directory sanity ;;
     unit) run_stage unit make --no-print-directory unit ;;
     package) run_stage package make --no-print-directory package ;;
+    local-up)
+      session=.local/test-session
+      mkdir -p .local
+      rm -f "$session"
+      started_env=1
+      run_stage local-up .venv/bin/python -m tools.localenv up --session "$session"
+      ;;
+    integration) run_stage integration make --no-print-directory integration ;;
+    molecule)
+      if compgen -G "molecule/*/molecule.yml" >/dev/null; then
+        run_stage molecule make --no-print-directory molecule
+      else
+        echo "==> [molecule] no scenarios yet"
+      fi
+      ;;
     *) echo "unknown stage: $stage (known: $all_stages)" >&2; exit 2 ;;
   esac
 done
+
+if [ -n "${started_env:-}" ] && [ -z "${KEEP_LOCAL:-}" ]; then
+  echo "==> stopping what this run started in the local environment (KEEP_LOCAL=1 keeps it)"
+  .venv/bin/python -m tools.localenv down --session .local/test-session || true
+fi
 
 echo "make test finished in $(($(date +%s) - t_start))s${failed_names[*]:+; failed: ${failed_names[*]}}"
 echo "stages: ${passed} passed, ${failed} failed"

@@ -51,7 +51,9 @@ class Context:
     def ensure(self) -> None:
         for d in (self.state_dir, self.run_dir, self.log_dir, self.cache_dir):
             d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
+        # traversable (not listable) so services run under their own account (PostgreSQL)
+        # reach their directories; secrets inside are 0600.
+        os.chmod(self.state_dir, 0o711)
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -81,6 +83,17 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (reaping it if it is our child)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def tracked_pid(ctx: Context, name: str) -> int | None:
@@ -118,11 +131,13 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     ports: Sequence[int] = (),
+    user: str | None = None,
 ) -> int:
     """Start ``argv`` detached, logging to .local/log/<name>.log, tracked by a PID file.
 
     A port already taken by a process that is not ours stops the bring-up with the
-    component and the port named; nothing is killed.
+    component and the port named; nothing is killed. ``user`` runs the program as that
+    account (for servers that refuse to run as root, such as PostgreSQL).
     """
     pid = tracked_pid(ctx, name)
     if pid:
@@ -138,6 +153,9 @@ def spawn(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    program = Path(argv[0]).name
+    if user and os.geteuid() == 0:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
     proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -148,7 +166,12 @@ def spawn(
         start_new_session=True,
     )
     log.close()
-    ctx.pid_path(name).write_text(f"{proc.pid}\n{Path(argv[0]).name}\n")
+    ctx.pid_path(name).write_text(f"{proc.pid}\n{program}\n")
+    # Popen can return while the kernel is still finishing the exec, when
+    # /proc/<pid>/cmdline reads empty and tracked_pid would call the process dead.
+    deadline = time.monotonic() + 2.0
+    while not _cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     return proc.pid
 
 
@@ -179,7 +202,11 @@ def wait_for(ctx: Context, name: str, check: Callable[[], bool], timeout: float 
         with contextlib.suppress(Exception):
             if check():
                 return
-        if not tracked_pid(ctx, name) and ctx.pid_path(name).exists():
+        try:
+            pid = int(ctx.pid_path(name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = 0
+        if pid and not _alive(pid):
             raise fail(ctx, name, "exited during start-up")
         time.sleep(interval)
     raise fail(ctx, name, f"not ready after {timeout:.0f}s")

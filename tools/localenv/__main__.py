@@ -1,0 +1,105 @@
+"""make local-up / local-down / local-status.
+
+    python -m tools.localenv up [component ...]
+    python -m tools.localenv down [component ...]
+    python -m tools.localenv status
+
+Components come up in dependency order and go down in reverse. Non-secret endpoints are
+written to .local/endpoints.yml; credentials stay in .local/credentials.yml (0600).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+from . import alertmanager, docker, images, k8s, postgres, prometheus, redis, registry, s3
+from ._proc import Context, LocalEnvError, say
+
+COMPONENTS: list[ModuleType] = [docker, images, registry, postgres, redis, s3, alertmanager, prometheus, k8s]
+BY_NAME = {m.NAME: m for m in COMPONENTS}
+
+
+def _select(names: list[str]) -> list[ModuleType]:
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise LocalEnvError(f"unknown component(s): {', '.join(unknown)} (known: {', '.join(BY_NAME)})")
+    return [m for m in COMPONENTS if not names or m.NAME in names]
+
+
+def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
+    ctx.ensure()
+    endpoints_file = ctx.state_dir / "endpoints.yml"
+    try:
+        endpoints = yaml.safe_load(endpoints_file.read_text()) or {}
+    except FileNotFoundError:
+        endpoints = {}
+    total = time.monotonic()
+    for comp in _select(names):
+        t0 = time.monotonic()
+        was_up = comp.status(ctx)[0]
+        say(f"{comp.NAME}: {'checking' if was_up else 'starting'}")
+        endpoints.update(comp.up(ctx) or {})
+        if session and not was_up:
+            with session.open("a") as fh:
+                fh.write(comp.NAME + "\n")
+        say(f"{comp.NAME}: up in {time.monotonic() - t0:.1f}s")
+        endpoints_file.write_text("---\n" + yaml.safe_dump(endpoints, sort_keys=True))
+    say(f"all up in {time.monotonic() - total:.1f}s; endpoints in {endpoints_file}")
+
+
+def cmd_down(ctx: Context, names: list[str], session: Path | None = None) -> None:
+    if session:
+        try:
+            names = session.read_text().split()
+        except FileNotFoundError:
+            names = []
+        session.unlink(missing_ok=True)
+        if not names:
+            say("nothing was started by this session; leaving the environment as it was")
+            return
+    for comp in reversed(_select(names)):
+        comp.down(ctx)
+        say(f"{comp.NAME}: stopped")
+
+
+def cmd_status(ctx: Context, names: list[str]) -> int:
+    down = 0
+    for comp in _select(names):
+        ok, addr = comp.status(ctx)
+        down += not ok
+        print(f"{comp.NAME:<14} {'up' if ok else 'down':<5} {addr}")
+    return 1 if down else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="local-env", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("components", nargs="*")
+    parser.add_argument(
+        "--session",
+        type=Path,
+        help="up: record the components this call started in FILE; down: stop only those",
+    )
+    args = parser.parse_args(argv)
+    ctx = Context()
+    try:
+        if args.action == "up":
+            cmd_up(ctx, args.components, args.session)
+        elif args.action == "down":
+            cmd_down(ctx, args.components, args.session)
+        else:
+            return cmd_status(ctx, args.components)
+    except LocalEnvError as err:
+        print(f"local-env: ERROR: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Alertmanager (Debian's prometheus-alertmanager binary, run by hand)."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+
+import yaml
+
+from ._proc import Context, LocalEnvError, run, spawn, stop, tracked_pid, wait_for
+
+NAME = "alertmanager"
+HOST = "127.0.0.1"
+PORT = 19093
+
+
+def url() -> str:
+    return f"http://{HOST}:{PORT}"
+
+
+def _ready() -> bool:
+    with urllib.request.urlopen(f"{url()}/-/ready", timeout=3) as resp:
+        return resp.status == 200
+
+
+def up(ctx: Context) -> dict[str, str]:
+    binary = shutil.which("prometheus-alertmanager")
+    if not binary:
+        raise LocalEnvError("alertmanager: binary not found; run `make setup` (Debian's prometheus-alertmanager)")
+    base = ctx.state_dir / "alertmanager"
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    cfg = base / "alertmanager.yml"
+    if not cfg.exists():
+        # the monitoring role owns this file afterwards; bring-up only seeds it
+        cfg.write_text(yaml.safe_dump({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}))
+    run([shutil.which("amtool") or "amtool", "check-config", str(cfg)], quiet=True)
+    if not tracked_pid(ctx, NAME):
+        spawn(
+            ctx,
+            NAME,
+            [
+                binary,
+                f"--config.file={cfg}",
+                f"--storage.path={base / 'data'}",
+                f"--web.listen-address={HOST}:{PORT}",
+                "--cluster.listen-address=",
+            ],
+            ports=[PORT],
+        )
+    wait_for(ctx, NAME, _ready, timeout=60)
+    return {"alertmanager_url": url(), "alertmanager_config": str(cfg)}
+
+
+def status(ctx: Context) -> tuple[bool, str]:
+    try:
+        ok = _ready()
+    except OSError:
+        ok = False
+    return ok, url()
+
+
+def down(ctx: Context) -> None:
+    stop(ctx, NAME)

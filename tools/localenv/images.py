@@ -1,0 +1,125 @@
+"""Base images built here, since no registry can be pulled from.
+
+A Debian root file system made with debootstrap (from the mirror this machine's apt uses)
+is ``docker import``ed as ``thinkus-base/debian:<suite>``; a Go builder and a Python
+runtime image are built FROM it (tools/localenv/images/*). The rootfs tarball is cached
+outside the checkout, so a warm bring-up only checks that the images exist.
+Roles map upstream names to these through variables (docker_build_base_images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ._proc import Context, LocalEnvError, run, say
+
+NAME = "base-images"
+SUITE = "bookworm"
+BASE = f"thinkus-base/debian:{SUITE}"
+DERIVED = {
+    "golang": f"thinkus-base/golang:{SUITE}",
+    "python": f"thinkus-base/python:3.11-slim-{SUITE}",
+}
+IMAGES_DIR = Path(__file__).resolve().parent / "images"
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (never hard-coded in the project)."""
+    if os.environ.get("THINKUS_DEBIAN_MIRROR"):
+        return os.environ["THINKUS_DEBIAN_MIRROR"]
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for src in sources:
+        try:
+            text = src.read_text()
+        except OSError:
+            continue
+        for m in re.finditer(r"^\s*URIs:\s*(\S+)", text, re.M):
+            if m.group(1).rstrip("/").endswith("/debian"):
+                return m.group(1)
+        for m in re.finditer(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+", text, re.M):
+            if m.group(1).rstrip("/").endswith("/debian"):
+                return m.group(1)
+    raise LocalEnvError("base-images: no Debian mirror found in apt sources; set THINKUS_DEBIAN_MIRROR")
+
+
+def image_exists(ref: str) -> bool:
+    res = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, check=False)
+    return res.returncode == 0
+
+
+def image_label(ref: str, label: str) -> str:
+    res = subprocess.run(
+        ["docker", "image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', ref],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def rootfs_tarball(ctx: Context) -> Path:
+    tarball = ctx.cache_dir / "base" / f"debian-{SUITE}-minbase.tar"
+    if tarball.is_file():
+        return tarball
+    if not shutil.which("debootstrap"):
+        raise LocalEnvError("base-images: debootstrap not found; run `make setup`")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    say(f"debootstrap {SUITE} (minbase) into the cache: a few minutes, once per machine")
+    with tempfile.TemporaryDirectory(dir=tarball.parent) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        log = ctx.log_path("debootstrap")
+        with log.open("wb") as fh:
+            res = subprocess.run(
+                ["debootstrap", "--variant=minbase", "--include=ca-certificates", SUITE, str(rootfs), debian_mirror()],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if res.returncode != 0:
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            raise LocalEnvError(f"base-images: debootstrap failed (log {log}):\n" + "\n".join(tail))
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (rootfs / junk).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        partial = tarball.with_suffix(".partial")
+        run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."])
+        os.replace(partial, tarball)
+    return tarball
+
+
+def _dockerfile_hash(name: str) -> str:
+    return hashlib.sha256((IMAGES_DIR / name / "Dockerfile").read_bytes()).hexdigest()[:16]
+
+
+def up(ctx: Context) -> dict[str, str]:
+    if not image_exists(BASE):
+        tarball = rootfs_tarball(ctx)
+        say(f"importing {BASE}")
+        run(["docker", "import", "--change", 'CMD ["/bin/bash"]', str(tarball), BASE])
+    for name, ref in DERIVED.items():
+        want = _dockerfile_hash(name)
+        if image_exists(ref) and image_label(ref, "thinkus.base.hash") == want:
+            continue
+        say(f"building {ref} (apt inside the image: about a minute)")
+        run(
+            ["docker", "build", "--label", f"thinkus.base.hash={want}", "--build-arg", f"BASE={BASE}", "-t", ref, "."],
+            cwd=IMAGES_DIR / name,
+            env={"DOCKER_BUILDKIT": "0"},
+        )
+    return {"base_image_debian": BASE, **{f"base_image_{k}": v for k, v in DERIVED.items()}}
+
+
+def status(ctx: Context) -> tuple[bool, str]:
+    ok = all(image_exists(ref) for ref in (BASE, *DERIVED.values()))
+    return ok, ", ".join((BASE, *DERIVED.values()))
+
+
+def down(ctx: Context) -> None:
+    """Images stay in the engine's cache; nothing to stop."""

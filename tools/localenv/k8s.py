@@ -1,0 +1,805 @@
+"""A real Kubernetes control plane with simulated nodes for the local environment.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes
+on loopback; kwok plays the kubelet for three fake nodes, so Deployments roll out for
+real (scheduling, ReplicaSets, readiness, RBAC) without containers. The binaries are
+built from the Go modules pinned in tools/k8s and tools/kwok into the persistent cache
+(``ctx.cache_dir``) once per version; certificates, etcd data and kubeconfigs live in
+``ctx.state_dir`` and survive ``down`` so the next ``up`` is warm.
+
+Standalone: ``python -m tools.localenv.k8s up|down|status`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tools.localenv._proc import (
+    Context,
+    LocalEnvError,
+    run,
+    say,
+    spawn,
+    stop,
+    tracked_pid,
+    wait_for,
+)
+
+NAME = "kubernetes"
+
+TOOLS = Path(__file__).resolve().parents[1]
+K8S_MODULE = TOOLS / "k8s"
+KWOK_MODULE = TOOLS / "kwok"
+STAGES_DIR = KWOK_MODULE / "stages"
+
+HOST = "127.0.0.1"
+APISERVER_PORT = 6443
+# Not etcd's default 2379/2380: a distribution's own etcd service may hold those.
+ETCD_CLIENT_PORT = 12379
+ETCD_PEER_PORT = 12380
+CONTROLLER_MANAGER_PORT = 10257
+SCHEDULER_PORT = 10259
+KWOK_PORT = 10247
+SERVER = f"https://{HOST}:{APISERVER_PORT}"
+SERVICE_CIDR = "10.96.0.0/12"
+SERVICE_IP = "10.96.0.1"
+
+# Start order; ``down`` stops them in reverse.
+ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK = (
+    "k8s-etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+)
+COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+
+K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# Wall clock on a 2-core machine with an empty Go cache, for the progress message; the
+# first command pays for most of the shared packages.
+COLD_BUILD_MINUTES = {"kube-apiserver": 5, "kube-controller-manager": 2, "kube-scheduler": 1, "kubectl": 1, "kwok": 1}
+
+NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
+NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _module_version(module_dir: Path, module: str) -> str:
+    """The version of ``module`` that ``module_dir``/go.mod requires."""
+    text = (module_dir / "go.mod").read_text()
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", text, re.MULTILINE)
+    if not match:
+        raise LocalEnvError(f"{module_dir / 'go.mod'} does not require {module}")
+    return match.group(1)
+
+
+def k8s_version() -> str:
+    return _module_version(K8S_MODULE, "k8s.io/kubernetes")
+
+
+def kwok_version() -> str:
+    return _module_version(KWOK_MODULE, "sigs.k8s.io/kwok")
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if not go and os.environ.get("GOROOT"):
+        candidate = Path(os.environ["GOROOT"]) / "bin" / "go"
+        go = str(candidate) if candidate.exists() else None
+    if not go:
+        raise LocalEnvError(
+            "kubernetes: the Go toolchain (go >= 1.26) is not on PATH; install it to build the "
+            "control plane, or point KUBECONFIG at an existing cluster"
+        )
+    return go
+
+
+def _go_env(ctx: Context) -> dict[str, str]:
+    gocache = ctx.cache_dir / "go"
+    goflags = " ".join(filter(None, [os.environ.get("GOFLAGS", ""), "-modcacherw"]))
+    return {
+        "GOMODCACHE": str(gocache / "mod"),
+        "GOCACHE": str(gocache / "build"),
+        "GOPATH": str(gocache / "path"),
+        "CGO_ENABLED": "0",
+        "GOFLAGS": goflags,
+        "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local"),
+    }
+
+
+def _release_date(ctx: Context, go: str, module_dir: Path, module: str) -> str:
+    """The publication time of ``module`` (a reproducible buildDate)."""
+    out = run([go, "list", "-m", "-json", module], env=_go_env(ctx), cwd=module_dir, quiet=True).stdout
+    stamp = json.loads(out).get("Time", "1970-01-01T00:00:00Z")
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _k8s_ldflags(version: str, build_date: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    values = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        # The module proxy carries no commit id; name the exact module version instead.
+        "gitCommit": f"module:k8s.io/kubernetes@{version}",
+        "gitTreeState": "clean",
+        "buildDate": build_date,
+    }
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.{key}={value}" for key, value in values.items()]
+    return " ".join(flags)
+
+
+def _stamp(module_dir: Path, go_version: str) -> str:
+    digest = hashlib.sha256(go_version.encode())
+    for name in ("go.mod", "go.sum"):
+        digest.update((module_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Module:
+    directory: Path
+    label: str
+    version: str
+    commands: dict[str, str]  # binary name -> Go package
+
+
+def _build_module(ctx: Context, go: str, mod: _Module) -> dict[str, Path]:
+    out_dir = ctx.cache_dir / "bin" / f"{mod.label}-{mod.version}"
+    bins = {name: out_dir / name for name in mod.commands}
+    go_version = run([go, "env", "GOVERSION"], env=_go_env(ctx), quiet=True).stdout.decode().strip()
+    stamp_file = out_dir / ".stamp"
+    want = _stamp(mod.directory, go_version)
+    if all(p.exists() for p in bins.values()) and stamp_file.exists() and stamp_file.read_text().strip() == want:
+        return bins
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ldflags = "-s -w"
+    if mod.label == "kubernetes":
+        ldflags = _k8s_ldflags(mod.version, _release_date(ctx, go, mod.directory, "k8s.io/kubernetes"))
+    for name, package in mod.commands.items():
+        say(
+            f"building {name} {mod.version} (cold build takes ~{COLD_BUILD_MINUTES.get(name, 3)} min, "
+            f"later ones reuse the Go cache)..."
+        )
+        started = time.monotonic()
+        run(
+            [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(bins[name]), package],
+            env=_go_env(ctx),
+            cwd=mod.directory,
+            quiet=True,
+        )
+        say(f"built {name} in {time.monotonic() - started:.0f}s")
+    stamp_file.write_text(want + "\n")
+    return bins
+
+
+def _etcd_binary() -> Path:
+    etcd = shutil.which("etcd")
+    if not etcd:
+        raise LocalEnvError("k8s-etcd: the etcd server is not installed; run `apt-get install etcd-server`")
+    return Path(etcd)
+
+
+def build(ctx: Context) -> dict[str, Path]:
+    """Build (or reuse from the cache) every binary the control plane needs."""
+    ctx.ensure()
+    go = _go()
+    kube = _Module(
+        K8S_MODULE, "kubernetes", k8s_version(), {name: f"k8s.io/kubernetes/cmd/{name}" for name in K8S_COMMANDS}
+    )
+    kwok = _Module(KWOK_MODULE, "kwok", kwok_version(), {"kwok": "sigs.k8s.io/kwok/cmd/kwok"})
+    bins = _build_module(ctx, go, kube)
+    bins.update(_build_module(ctx, go, kwok))
+    bins["etcd"] = _etcd_binary()
+    return bins
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+@dataclass(frozen=True)
+class _Cert:
+    name: str
+    common_name: str
+    issuer: str = "ca"
+    orgs: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    server: bool = False
+    client: bool = False
+
+
+LOCAL_NAMES = ("localhost",)
+APISERVER_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+CERTS = (
+    _Cert("apiserver", "kube-apiserver", dns=APISERVER_NAMES, ips=(HOST, SERVICE_IP), server=True),
+    _Cert("etcd-server", "k8s-etcd", issuer="etcd-ca", dns=LOCAL_NAMES, ips=(HOST,), server=True, client=True),
+    _Cert("apiserver-etcd-client", "kube-apiserver-etcd-client", issuer="etcd-ca", client=True),
+    _Cert("admin", "thinkus-admin", orgs=("system:masters",), client=True),
+    _Cert("kube-controller-manager", "system:kube-controller-manager", client=True),
+    _Cert("kube-scheduler", "system:kube-scheduler", client=True),
+    # kwok writes the status of every node and pod it manages, as a kubelet would for all of them.
+    _Cert("kwok", "kwok", orgs=("system:masters",), client=True),
+)
+CERT_DAYS = 365
+CA_DAYS = 3650
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+def k8s_dir(ctx: Context) -> Path:
+    return ctx.state_dir / "k8s"
+
+
+def pki_dir(ctx: Context) -> Path:
+    return k8s_dir(ctx) / "pki"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise LocalEnvError(f"kubernetes: {path} is not an EC private key; delete {path.parent} to regenerate")
+    return key
+
+
+def _still_valid(path: Path) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
+
+
+def _name(common_name: str, orgs: Iterable[str] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in orgs]
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _ensure_ca(pki: Path, name: str, common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    crt, key_path = pki / f"{name}.crt", pki / f"{name}.key"
+    if _still_valid(crt) and key_path.exists():
+        return x509.load_pem_x509_certificate(crt.read_bytes()), _load_key(key_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    subject = _name(common_name)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(key_path, _key_pem(key))
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Everything signed by an old CA is now worthless: force re-issue.
+    for spec in CERTS:
+        if spec.issuer == name:
+            (pki / f"{spec.name}.crt").unlink(missing_ok=True)
+    return cert, key
+
+
+def _issue(pki: Path, spec: _Cert, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey) -> None:
+    crt, key_path = pki / f"{spec.name}.crt", pki / f"{spec.name}.key"
+    if _still_valid(crt) and key_path.exists():
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    usages = [
+        u
+        for u, on in ((ExtendedKeyUsageOID.SERVER_AUTH, spec.server), (ExtendedKeyUsageOID.CLIENT_AUTH, spec.client))
+        if on
+    ]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(spec.common_name, spec.orgs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in spec.dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in spec.ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write_private(key_path, _key_pem(key))
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _ensure_service_account_key(pki: Path) -> None:
+    key_path, pub_path = pki / "sa.key", pki / "sa.pub"
+    if key_path.exists() and pub_path.exists():
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    _write_private(key_path, _key_pem(key))
+    pub_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def ensure_pki(ctx: Context) -> Path:
+    """CA, serving and client certificates, and the service-account key pair (kept across runs)."""
+    pki = pki_dir(ctx)
+    for d in (k8s_dir(ctx), pki):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+    cas = {
+        "ca": _ensure_ca(pki, "ca", "thinkus-local-kubernetes-ca"),
+        "etcd-ca": _ensure_ca(pki, "etcd-ca", "thinkus-local-etcd-ca"),
+    }
+    for spec in CERTS:
+        _issue(pki, spec, *cas[spec.issuer])
+    _ensure_service_account_key(pki)
+    return pki
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _write_kubeconfig(path: Path, pki: Path, user: str) -> Path:
+    """A kubeconfig (JSON is valid YAML) with the CA and the client certificate ``user`` embedded."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "thinkus-local", "cluster": {"server": SERVER, "certificate-authority-data": _b64(pki / "ca.crt")}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": _b64(pki / f"{user}.crt"),
+                    "client-key-data": _b64(pki / f"{user}.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": "thinkus-local", "context": {"cluster": "thinkus-local", "user": user}}],
+        "current-context": "thinkus-local",
+    }
+    _write_private(path, (json.dumps(config, indent=2) + "\n").encode())
+    return path
+
+
+def admin_kubeconfig(ctx: Context) -> Path:
+    return ctx.state_dir / "kubeconfig"
+
+
+def _component_kubeconfig(ctx: Context, user: str) -> Path:
+    return k8s_dir(ctx) / f"{user}.kubeconfig"
+
+
+# --------------------------------------------------------------------------- API access
+
+
+def _tls(ctx: Context, ca: str = "ca.crt", cert: str = "admin") -> ssl.SSLContext:
+    pki = pki_dir(ctx)
+    context = ssl.create_default_context(cafile=str(pki / ca))
+    context.load_cert_chain(str(pki / f"{cert}.crt"), str(pki / f"{cert}.key"))
+    return context
+
+
+def _insecure_tls() -> ssl.SSLContext:
+    """Only for liveness probes of self-signed local endpoints; no credentials are sent."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _get(url: str, context: ssl.SSLContext, timeout: float = 3.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def api(ctx: Context, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """One call to our API server as the local admin; returns (status, decoded JSON)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        SERVER + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, context=_tls(ctx), timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _ok(url: str, context: ssl.SSLContext) -> bool:
+    status, body = _get(url, context)
+    return (status == 200 and body.strip() in (b"ok", b'{"health":"true"}')) or b'"health":"true"' in body
+
+
+# --------------------------------------------------------------------------- external cluster
+
+
+def _kubeconfig_server(path: Path) -> str | None:
+    """The server of the current context; PyYAML when present (it ships with Ansible), else the first server."""
+    text = path.read_text()
+    try:
+        import yaml
+
+        doc = yaml.safe_load(text) or {}
+        current = next(c["context"] for c in doc.get("contexts", []) if c["name"] == doc.get("current-context"))
+        return next(c["cluster"]["server"] for c in doc.get("clusters", []) if c["name"] == current["cluster"])
+    except Exception:
+        match = re.search(r"^\s*\"?server\"?\s*:\s*\"?([^\s\",]+)", text, re.MULTILINE)
+        return match.group(1) if match else None
+
+
+def external_kubeconfig(ctx: Context) -> tuple[Path, str] | None:
+    """A reachable cluster named by THINKUS_KUBECONFIG or KUBECONFIG (not our own), as (path, server)."""
+    own = admin_kubeconfig(ctx).resolve()
+    for var in ("THINKUS_KUBECONFIG", "KUBECONFIG"):
+        for entry in filter(None, os.environ.get(var, "").split(os.pathsep)):
+            path = Path(entry).expanduser()
+            if not path.is_file() or path.resolve() == own:
+                continue
+            server = _kubeconfig_server(path)
+            if server and _reachable(server):
+                return path, server
+    return None
+
+
+def _reachable(server: str) -> bool:
+    try:
+        status, _ = _get(server.rstrip("/") + "/version", _insecure_tls())
+    except (OSError, ValueError):
+        return False
+    return status in (200, 401, 403)
+
+
+# --------------------------------------------------------------------------- components
+
+
+def _etcd_argv(ctx: Context, etcd: Path) -> list[str]:
+    pki = pki_dir(ctx)
+    client, peer = f"https://{HOST}:{ETCD_CLIENT_PORT}", f"http://{HOST}:{ETCD_PEER_PORT}"
+    return [
+        str(etcd),
+        "--name=thinkus-local",
+        f"--data-dir={k8s_dir(ctx) / 'etcd'}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=thinkus-local={peer}",
+        f"--cert-file={pki / 'etcd-server.crt'}",
+        f"--key-file={pki / 'etcd-server.key'}",
+        f"--trusted-ca-file={pki / 'etcd-ca.crt'}",
+        "--client-cert-auth=true",
+        "--snapshot-count=10000",
+        "--quota-backend-bytes=2147483648",
+    ]
+
+
+def _apiserver_argv(ctx: Context, binary: Path) -> list[str]:
+    pki = pki_dir(ctx)
+    return [
+        str(binary),
+        f"--bind-address={HOST}",
+        f"--advertise-address={HOST}",
+        f"--secure-port={APISERVER_PORT}",
+        f"--etcd-servers=https://{HOST}:{ETCD_CLIENT_PORT}",
+        f"--etcd-cafile={pki / 'etcd-ca.crt'}",
+        f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
+        f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        "--authorization-mode=Node,RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # The endpoint reconciler refuses a loopback address; nothing in a kwok cluster
+        # dials the in-cluster `kubernetes` Service, so it simply gets no endpoints.
+        "--endpoint-reconciler-type=none",
+        "--allow-privileged=true",
+        "--profiling=false",
+    ]
+
+
+def _controller_manager_argv(ctx: Context, binary: Path) -> list[str]:
+    pki, kubeconfig = pki_dir(ctx), _component_kubeconfig(ctx, "kube-controller-manager")
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        f"--bind-address={HOST}",
+        f"--secure-port={CONTROLLER_MANAGER_PORT}",
+        f"--service-account-private-key-file={pki / 'sa.key'}",
+        f"--root-ca-file={pki / 'ca.crt'}",
+        f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+        f"--cluster-signing-key-file={pki / 'ca.key'}",
+        "--use-service-account-credentials=true",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # Every default controller; no cloud provider is configured, so none of the cloud ones run.
+        "--controllers=*",
+        "--leader-elect=false",
+        "--profiling=false",
+    ]
+
+
+def _scheduler_argv(ctx: Context, binary: Path) -> list[str]:
+    kubeconfig = _component_kubeconfig(ctx, "kube-scheduler")
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        f"--bind-address={HOST}",
+        f"--secure-port={SCHEDULER_PORT}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ]
+
+
+def _kwok_argv(ctx: Context, binary: Path) -> list[str]:
+    stages = sorted(STAGES_DIR.glob("*.yaml"))
+    if not stages:
+        raise LocalEnvError(f"kwok: no Stage files in {STAGES_DIR}")
+    key, value = KWOK_NODE_ANNOTATION
+    return [
+        str(binary),
+        f"--kubeconfig={_component_kubeconfig(ctx, 'kwok')}",
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-annotation-selector={key}={value}",
+        f"--server-address={HOST}:{KWOK_PORT}",
+        *(f"--config={stage}" for stage in stages),
+    ]
+
+
+def _start(
+    ctx: Context,
+    name: str,
+    argv: Sequence[str],
+    ports: Sequence[int],
+    health: str,
+    context: ssl.SSLContext,
+    timeout: float,
+) -> None:
+    running = tracked_pid(ctx, name) is not None
+    spawn(ctx, name, argv, ports=() if running else ports)
+    if not running:
+        say(f"started {name}")
+    wait_for(ctx, name, lambda: _ok(health, context), timeout=timeout)
+
+
+def _node(name: str) -> dict[str, Any]:
+    key, value = KWOK_NODE_ANNOTATION
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {key: value, "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/agent": "",
+            },
+        },
+        "spec": {},
+        "status": {"allocatable": dict(NODE_RESOURCES), "capacity": dict(NODE_RESOURCES)},
+    }
+
+
+def _ensure_nodes(ctx: Context) -> None:
+    for name in NODE_NAMES:
+        status, body = api(ctx, "POST", "/api/v1/nodes", _node(name))
+        if status not in (201, 409):
+            raise LocalEnvError(f"kubernetes: creating node {name} failed ({status}): {body.get('message')}")
+
+
+def _ready_nodes(ctx: Context) -> int:
+    status, body = api(ctx, "GET", "/api/v1/nodes?labelSelector=type%3Dkwok")
+    if status != 200:
+        return 0
+    return sum(
+        1
+        for node in body.get("items", [])
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+    )
+
+
+def up(ctx: Context) -> dict[str, Any]:
+    """Bring the control plane up (or reuse the cluster KUBECONFIG points at); idempotent."""
+    external = external_kubeconfig(ctx)
+    if external:
+        path, server = external
+        say(f"using the existing cluster {server} from {path} (unset KUBECONFIG/THINKUS_KUBECONFIG for a local one)")
+        return {"kubeconfig": str(path), "server": server, "version": None, "external": True}
+    ctx.ensure()
+    bins = build(ctx)
+    pki = ensure_pki(ctx)
+    for user in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        _write_kubeconfig(_component_kubeconfig(ctx, user), pki, user)
+    kubeconfig = _write_kubeconfig(admin_kubeconfig(ctx), pki, "admin")
+    (k8s_dir(ctx) / "etcd").mkdir(mode=0o700, exist_ok=True)
+
+    _start(
+        ctx,
+        ETCD,
+        _etcd_argv(ctx, bins["etcd"]),
+        [ETCD_CLIENT_PORT, ETCD_PEER_PORT],
+        f"https://{HOST}:{ETCD_CLIENT_PORT}/health",
+        _tls(ctx, "etcd-ca.crt", "apiserver-etcd-client"),
+        60,
+    )
+    _start(
+        ctx,
+        APISERVER,
+        _apiserver_argv(ctx, bins["kube-apiserver"]),
+        [APISERVER_PORT],
+        f"{SERVER}/readyz",
+        _tls(ctx),
+        180,
+    )
+    _start(
+        ctx,
+        CONTROLLER_MANAGER,
+        _controller_manager_argv(ctx, bins["kube-controller-manager"]),
+        [CONTROLLER_MANAGER_PORT],
+        f"https://{HOST}:{CONTROLLER_MANAGER_PORT}/healthz",
+        _insecure_tls(),
+        90,
+    )
+    _start(
+        ctx,
+        SCHEDULER,
+        _scheduler_argv(ctx, bins["kube-scheduler"]),
+        [SCHEDULER_PORT],
+        f"https://{HOST}:{SCHEDULER_PORT}/healthz",
+        _insecure_tls(),
+        90,
+    )
+    _start(
+        ctx, KWOK, _kwok_argv(ctx, bins["kwok"]), [KWOK_PORT], f"http://{HOST}:{KWOK_PORT}/healthz", _insecure_tls(), 60
+    )
+    _ensure_nodes(ctx)
+    wait_for(ctx, KWOK, lambda: _ready_nodes(ctx) == len(NODE_NAMES), timeout=60)
+    version = _server_version(ctx)
+    say(f"kubernetes {version} is up at {SERVER} with {len(NODE_NAMES)} kwok nodes (kubeconfig: {kubeconfig})")
+    return {"kubeconfig": str(kubeconfig), "server": SERVER, "version": version}
+
+
+def _server_version(ctx: Context) -> str | None:
+    status, body = api(ctx, "GET", "/version")
+    return body.get("gitVersion") if status == 200 else None
+
+
+def status(ctx: Context) -> tuple[bool, str]:
+    """(up?, where): our control plane, or the external cluster KUBECONFIG points at."""
+    external = external_kubeconfig(ctx)
+    if external:
+        return True, f"{external[1]} (external, {external[0]})"
+    missing = [name for name in COMPONENTS if not tracked_pid(ctx, name)]
+    if missing:
+        return False, f"not running: {', '.join(missing)}"
+    try:
+        ready = _ok(f"{SERVER}/readyz", _tls(ctx))
+    except OSError as err:
+        return False, f"{SERVER} not reachable: {err}"
+    return (True, f"{SERVER} ({_server_version(ctx)})") if ready else (False, f"{SERVER} is not ready")
+
+
+def down(ctx: Context) -> None:
+    """Stop our processes, newest first; certificates and etcd data stay for a warm restart."""
+    for name in reversed(COMPONENTS):
+        if stop(ctx, name):
+            say(f"stopped {name}")
+
+
+def main(argv: Sequence[str]) -> int:
+    ctx = Context()
+    command = argv[0] if argv else "status"
+    if command == "up":
+        print(json.dumps(up(ctx)))
+    elif command == "down":
+        down(ctx)
+    elif command == "status":
+        ok, where = status(ctx)
+        print(f"{NAME}: {'up' if ok else 'down'} - {where}")
+        return 0 if ok else 1
+    else:
+        print("usage: python -m tools.localenv.k8s up|down|status", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except LocalEnvError as err:
+        print(f"local-env: {err}", file=sys.stderr)
+        sys.exit(1)

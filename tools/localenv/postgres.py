@@ -1,0 +1,140 @@
+"""PostgreSQL (Debian's server binaries) with a seeded ``thinkus`` database and user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg2
+
+from . import _secrets
+from ._proc import Context, LocalEnvError, run, say, spawn, stop, wait_for
+
+NAME = "postgres"
+HOST = "127.0.0.1"
+PORT = 15432
+DB = "thinkus"
+USER = "thinkus"
+
+
+def bindir() -> Path:
+    dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    for d in reversed(dirs):
+        if int(d.parent.name) >= 15 and (d / "postgres").exists():
+            return d
+    raise LocalEnvError("postgres: PostgreSQL 15 or newer not found; run `make setup` (Debian's postgresql)")
+
+
+def _run_as() -> str | None:
+    """PostgreSQL refuses to run as root: use the Debian ``postgres`` account then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as err:
+        raise LocalEnvError("postgres: running as root needs the 'postgres' account (Debian's postgresql)") from err
+    return "postgres"
+
+
+def _chown(path: Path, user: str | None) -> None:
+    if user:
+        shutil.chown(path, user, user)
+
+
+def _connect(password: str, dbname: str = "postgres", user: str = "postgres"):
+    return psycopg2.connect(host=HOST, port=PORT, user=user, password=password, dbname=dbname, connect_timeout=3)
+
+
+def _initdb(ctx: Context, data: Path, user: str | None, superpass: str) -> None:
+    say("initdb for the local PostgreSQL")
+    data.mkdir(parents=True, mode=0o700)
+    _chown(data, user)
+    with tempfile.NamedTemporaryFile("w", dir=ctx.state_dir, delete=False) as fh:
+        fh.write(superpass + "\n")
+        pwfile = Path(fh.name)
+    try:
+        os.chmod(pwfile, 0o600)
+        _chown(pwfile, user)
+        argv = [
+            str(bindir() / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ]
+        if user:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+        run(argv, quiet=True)
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def up(ctx: Context) -> dict[str, str]:
+    ctx.ensure()
+    user = _run_as()
+    base = ctx.state_dir / "postgres"
+    data = base / "data"
+    sock = base / "socket"
+    superpass = _secrets.get(ctx, "postgres_superuser_password")
+    password = _secrets.get(ctx, "postgres_password")
+    base.mkdir(exist_ok=True)
+    os.chmod(base, 0o711)
+    sock.mkdir(exist_ok=True)
+    _chown(sock, user)
+    if not (data / "PG_VERSION").exists():
+        _initdb(ctx, data, user, superpass)
+    spawn(
+        ctx,
+        NAME,
+        [
+            str(bindir() / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            f"port={PORT}",
+            "-c",
+            f"unix_socket_directories={sock}",
+            "-c",
+            "max_connections=100",
+            "-c",
+            "fsync=on",
+        ],
+        ports=[PORT],
+        user=user,
+    )
+    wait_for(ctx, NAME, lambda: _connect(superpass).close() is None, timeout=60)
+    conn = _connect(superpass)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (USER,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(f"{verb} ROLE {USER} LOGIN CREATEDB PASSWORD %s", (password,))
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,))
+        if not cur.fetchone():
+            cur.execute(f"CREATE DATABASE {DB} OWNER {USER}")
+    conn.close()
+    _secrets.put(ctx, "postgres_user", USER)
+    return {"postgres_host": HOST, "postgres_port": str(PORT), "postgres_db": DB}
+
+
+def status(ctx: Context) -> tuple[bool, str]:
+    try:
+        _connect(_secrets.load(ctx).get("postgres_password", ""), DB, USER).close()
+        ok = True
+    except Exception:
+        ok = False
+    return ok, f"{HOST}:{PORT}/{DB}"
+
+
+def down(ctx: Context) -> None:
+    stop(ctx, NAME, timeout=30)

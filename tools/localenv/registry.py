@@ -1,0 +1,70 @@
+"""Container registry: Debian's docker-registry (distribution) with htpasswd auth."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+
+import yaml
+
+from . import _secrets
+from ._proc import Context, LocalEnvError, run, spawn, stop, tracked_pid, wait_for
+
+NAME = "registry"
+HOST = "127.0.0.1"
+PORT = 5000
+USER = "thinkus"
+
+
+def _url() -> str:
+    return f"http://{HOST}:{PORT}"
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def up(ctx: Context) -> dict[str, str]:
+    binary = shutil.which("docker-registry")
+    if not binary:
+        raise LocalEnvError("registry: docker-registry not found; run `make setup`")
+    base = ctx.state_dir / "registry"
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    password = _secrets.get(ctx, "registry_password")
+    htpasswd = base / "htpasswd"
+    if not htpasswd.exists():
+        # bcrypt entry; the password goes through stdin, never the command line
+        res = run(["htpasswd", "-niB", USER], input_=password.encode(), quiet=True)
+        _secrets.write_private(htpasswd, res.stdout.decode().strip() + "\n")
+    _secrets.put(ctx, "registry_username", USER)
+    config = {
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(base / "data")}, "delete": {"enabled": True}},
+        "http": {"addr": f"{HOST}:{PORT}", "secret": _secrets.get(ctx, "registry_http_secret")},
+        "auth": {"htpasswd": {"realm": "thinkus-local", "path": str(htpasswd)}},
+    }
+    cfg = base / "config.yml"
+    changed = _secrets.write_private(cfg, yaml.safe_dump(config, sort_keys=True))
+    if changed and tracked_pid(ctx, NAME):
+        stop(ctx, NAME)
+    spawn(ctx, NAME, [binary, "serve", str(cfg)], ports=[PORT])
+    wait_for(ctx, NAME, lambda: _http_status(f"{_url()}/v2/") == 401, timeout=30)
+    return {"registry": f"{HOST}:{PORT}", "registry_url": _url()}
+
+
+def status(ctx: Context) -> tuple[bool, str]:
+    try:
+        ok = _http_status(f"{_url()}/v2/") == 401
+    except OSError:
+        ok = False
+    return ok, f"{HOST}:{PORT}"
+
+
+def down(ctx: Context) -> None:
+    stop(ctx, NAME)
