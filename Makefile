@@ -26,6 +26,7 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, argument-spec 
 	python tools/check_argument_specs.py
 	antsibull-changelog lint
 	shellcheck tools/*.sh .ci/run
+	actionlint .github/workflows/*.yml examples/app-repository/.github/workflows/*.yml
 
 sanity: setup ## ansible-test sanity on this machine's Python, no ignore files
 	tools/sanity.sh

@@ -32,6 +32,9 @@ else
   echo "setup: .venv is up to date"
 fi
 
+# Go-built tools (actionlint) into the cache, linked into .venv/bin.
+tools/go_tools.sh
+
 # thinkus.ops resolves to this working tree (no installed copy to go stale).
 mkdir -p .collections/ansible_collections/thinkus
 link=.collections/ansible_collections/thinkus/ops

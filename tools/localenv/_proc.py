@@ -37,7 +37,7 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Context:
-    state_dir: Path = field(default_factory=lambda: ROOT / ".local")
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("THINKUS_LOCAL_DIR") or ROOT / ".local"))
     cache_dir: Path = field(default_factory=default_cache_dir)
 
     @property
