@@ -1,0 +1,148 @@
+# Copyright (c) Thinkus platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Run ansible-playbook from the repository's virtualenv, the way an operator would.
+
+Generic on purpose: nothing here knows about a particular module or service.
+
+    result = run_playbook("playbooks/site.yml", extra_vars={"x": 1}, check=True, json_output=True)
+    assert result.rc == 0, result.output
+    assert result.task("Deploy")["changed"] is False
+
+Extra vars go through a temporary JSON file (``-e @file``), never the command line, so
+secrets in them do not show in ``ps``. The file is deleted when the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JSON_CALLBACK = "ansible.posix.json"
+
+
+def _venv_bin(name: str) -> str:
+    """The tool next to the running interpreter (the repo's .venv under pytest), else PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    candidate = REPO_ROOT / ".venv" / "bin" / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class PlaybookResult:
+    rc: int
+    output: str  # stdout and stderr, interleaved as the process wrote them
+    command: list[str]
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # json callback only, one entry per task and host
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def task(self, name: str, host: str | None = None) -> dict[str, Any]:
+        """The result of the last task with this name (on ``host``, or the only host)."""
+        found = [t for t in self.tasks if t["task"] == name and (host is None or t["host"] == host)]
+        if not found:
+            known = sorted({t["task"] for t in self.tasks})
+            raise KeyError(f"no result for task {name!r}; tasks run: {known}")
+        return found[-1]["result"]
+
+    def failed_tasks(self) -> list[dict[str, Any]]:
+        return [t for t in self.tasks if t["result"].get("failed") and not t["result"].get("ignore_errors")]
+
+
+def _parse_json_output(stdout: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    start = stdout.find("{\n")
+    if start < 0:
+        return [], {}
+    try:
+        document = json.loads(stdout[start:])
+    except ValueError:
+        # Something printed after the JSON document (a warning): cut at its last closing brace.
+        end = stdout.rfind("\n}")
+        try:
+            document = json.loads(stdout[start:end + 2])
+        except ValueError:
+            return [], {}
+    tasks = []
+    for play in document.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, result in task.get("hosts", {}).items():
+                tasks.append({"task": task["task"]["name"], "host": host, "result": result})
+    return tasks, document.get("stats", {})
+
+
+def run_playbook(
+    playbook: str | os.PathLike[str],
+    extra_vars: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    verbosity: int = 0,
+    json_output: bool = False,
+    inventory: str | None = None,
+    tags: list[str] | None = None,
+    args: list[str] | None = None,
+    timeout: float = 600,
+    cwd: str | os.PathLike[str] | None = None,
+) -> PlaybookResult:
+    """Run one playbook; ``playbook`` may be relative to the repository root.
+
+    ``env`` is added to the current environment. ``inventory`` defaults to an implicit
+    localhost (``localhost,``) so tests need no inventory file. With ``json_output`` the
+    ``ansible.posix.json`` callback is used and per-task results are parsed; keep it off
+    when asserting on what an operator would see on the terminal.
+    """
+    root = Path(cwd) if cwd else REPO_ROOT
+    command = [_venv_bin("ansible-playbook"), str(playbook), "-i", inventory or "localhost,"]
+    if check:
+        command.append("--check")
+    if diff:
+        command.append("--diff")
+    if verbosity:
+        command.append("-" + "v" * verbosity)
+    if tags:
+        command += ["--tags", ",".join(tags)]
+    command += list(args or [])
+
+    run_env = dict(os.environ)
+    run_env.update(
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        PYTHONUNBUFFERED="1",
+    )
+    if json_output:
+        run_env["ANSIBLE_STDOUT_CALLBACK"] = JSON_CALLBACK
+    run_env.update(env or {})
+
+    vars_file = None
+    try:
+        if extra_vars:
+            handle, vars_file = tempfile.mkstemp(prefix="extra-vars-", suffix=".json")
+            with os.fdopen(handle, "w") as out:
+                json.dump(extra_vars, out)
+            command += ["-e", f"@{vars_file}"]
+        proc = subprocess.run(
+            command,
+            cwd=root,
+            env=run_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        if vars_file:
+            os.unlink(vars_file)
+    tasks, stats = _parse_json_output(proc.stdout) if json_output else ([], {})
+    return PlaybookResult(rc=proc.returncode, output=proc.stdout, command=command, tasks=tasks, stats=stats)
