@@ -10,13 +10,14 @@ The statistics are pure functions, unit-tested without any network.
 
 from __future__ import annotations
 
+import http.client
 import math
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -76,19 +77,43 @@ def threshold_breaches(
     return breaches
 
 
-def _one(target: Target, timeout: float) -> Sample:
-    req = urllib.request.Request(target.url, method=target.method, headers=target.headers)
-    start = time.monotonic()
-    status = 0
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+class _Client:
+    """One keep-alive connection per target and worker, reopened after any failure."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.conns: dict[str, http.client.HTTPConnection] = {}
+
+    def _conn(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        if key not in self.conns:
+            if parts.scheme == "https":
+                self.conns[key] = http.client.HTTPSConnection(
+                    parts.netloc, timeout=self.timeout, context=ssl.create_default_context()
+                )
+            else:
+                self.conns[key] = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+        path = parts.path or "/"
+        return self.conns[key], path + (f"?{parts.query}" if parts.query else "")
+
+    def request(self, target: Target) -> Sample:
+        conn, path = self._conn(target.url)
+        start = time.monotonic()
+        try:
+            conn.request(target.method, path, headers=target.headers)
+            resp = conn.getresponse()
             resp.read()
             status = resp.status
-    except urllib.error.HTTPError as err:
-        status = err.code
-    except (urllib.error.URLError, OSError):
-        status = 0
-    return Sample(target.name, time.monotonic() - start, status in target.expected_status, status)
+        except (OSError, http.client.HTTPException):  # refused, reset, timed out, bad answer
+            conn.close()
+            self.conns = {k: c for k, c in self.conns.items() if c is not conn}
+            status = 0
+        return Sample(target.name, time.monotonic() - start, status in target.expected_status, status)
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
 
 
 def run_load(
@@ -101,18 +126,22 @@ def run_load(
     samples: list[Sample] = []
 
     def worker() -> None:
-        while time.monotonic() < deadline:
-            with lock:
-                i = counter["next"]
-                if i >= requests:
-                    return
-                counter["next"] = i + 1
-            sample = _one(targets[i % len(targets)], timeout)
-            with lock:
-                samples.append(sample)
+        client = _Client(timeout)
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    i = counter["next"]
+                    if i >= requests:
+                        return
+                    counter["next"] = i + 1
+                sample = client.request(targets[i % len(targets)])
+                with lock:
+                    samples.append(sample)
+        finally:
+            client.close()
 
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for _ in range(concurrency):
+        for _worker in range(concurrency):
             pool.submit(worker)
     return samples, time.monotonic() - start

@@ -21,7 +21,7 @@ import pytest
 import redis
 import yaml
 
-from tools.localenv import _secrets, alertmanager, images, postgres, prometheus, registry, s3
+from tools.localenv import _secrets, alertmanager, images, postgres, prometheus, registry, s3, vercel
 from tools.localenv._proc import Context
 
 pytestmark = pytest.mark.localenv
@@ -88,7 +88,11 @@ def test_registry_requires_auth_and_round_trips_an_image(creds: dict[str, str], 
     tag = uuid.uuid4().hex[:12]
     _docker("tag", images.BASE, f"{repo}:{tag}")
     push_anon = subprocess.run(
-        ["docker", "push", f"{repo}:{tag}"], capture_output=True, text=True, env={**os.environ, **docker_config}
+        ["docker", "push", f"{repo}:{tag}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **docker_config},
+        check=False,
     )
     assert push_anon.returncode != 0 and "no basic auth credentials" in (push_anon.stderr + push_anon.stdout)
 
@@ -193,3 +197,13 @@ def test_alertmanager_answers_and_lists_its_receivers() -> None:
     status = _get_json(f"{alertmanager.url()}/api/v2/status")
     assert status["cluster"]["status"] in ("ready", "disabled")
     assert "receivers" in status["config"]["original"]
+
+
+def test_local_vercel_api_requires_the_generated_token(creds: dict[str, str]) -> None:
+    project_url = f"{vercel.url()}/v9/projects/{vercel.PROJECT}"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(project_url, timeout=5)
+    assert err.value.code in (401, 403)
+    req = urllib.request.Request(project_url, headers={"Authorization": f"Bearer {creds['vercel_token']}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.load(resp)["name"] == vercel.PROJECT

@@ -18,10 +18,10 @@ from types import ModuleType
 
 import yaml
 
-from . import alertmanager, docker, images, k8s, postgres, prometheus, redis, registry, s3
+from . import alertmanager, docker, images, k8s, postgres, prometheus, redis, registry, s3, vercel
 from ._proc import Context, LocalEnvError, say
 
-COMPONENTS: list[ModuleType] = [docker, images, registry, postgres, redis, s3, alertmanager, prometheus, k8s]
+COMPONENTS: list[ModuleType] = [docker, images, registry, postgres, redis, s3, alertmanager, prometheus, vercel, k8s]
 BY_NAME = {m.NAME: m for m in COMPONENTS}
 
 
