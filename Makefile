@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?=
 
-.PHONY: help setup test lint sanity unit integration molecule demo build package clean local-up local-down local-status
+.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows sanity unit integration molecule demo build package clean local-up local-down local-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,14 +18,23 @@ setup: ## virtualenv with pinned dependencies + thinkus.ops linked from this tre
 test: setup ## the whole suite: lint, sanity, unit, integration, molecule
 	@tools/test.sh
 
-lint: setup ## yamllint, ansible-lint (production profile), ruff, argument-spec check
+lint: setup ## yamllint, ansible-lint (production profile), ruff, argument specs, changelog, shellcheck, actionlint
+	@$(MAKE) --no-print-directory -k lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows
+
+lint-yaml:
 	yamllint --strict .
+lint-ansible:
 	ansible-lint --profile production
+lint-python:
 	ruff check .
 	ruff format --check .
+lint-specs:
 	python tools/check_argument_specs.py
+lint-changelog:
 	antsibull-changelog lint
+lint-shell:
 	shellcheck tools/*.sh .ci/run
+lint-workflows:
 	actionlint .github/workflows/*.yml examples/app-repository/.github/workflows/*.yml
 
 sanity: setup ## ansible-test sanity on this machine's Python, no ignore files
