@@ -16,6 +16,10 @@ PY
 python3 -c 'import venv, ensurepip' 2>/dev/null \
   || die "the Python venv module is missing: apt-get install python3-venv"
 command -v git >/dev/null 2>&1 || die "git is missing: apt-get install git"
+# The local Kubernetes control plane, etcd, kwok and actionlint are built from Go modules.
+command -v go >/dev/null 2>&1 || die "go is missing: install Go 1.26 or newer (the k8s.io/kubernetes v1.37 build needs it)"
+go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+[ "${go_minor:-0}" -ge 26 ] 2>/dev/null || die "Go 1.26 or newer is required (found $(go env GOVERSION))"
 
 # System packages (Docker engine, PostgreSQL, Redis, etcd, Prometheus, ...): the missing ones.
 tools/system_packages.sh

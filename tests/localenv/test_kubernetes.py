@@ -140,8 +140,9 @@ def test_rbac_denies_a_service_account_without_roles(api: client.ApiClient, name
     account = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))
     core.create_namespaced_service_account(namespace, account)
     token = core.create_namespaced_service_account_token(
-        "nobody", namespace, client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
-            audiences=[], expiration_seconds=600)),
+        "nobody",
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
     ).status.token
 
     cfg = client.Configuration()

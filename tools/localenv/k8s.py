@@ -51,6 +51,7 @@ NAME = "kubernetes"
 TOOLS = Path(__file__).resolve().parents[1]
 K8S_MODULE = TOOLS / "k8s"
 KWOK_MODULE = TOOLS / "kwok"
+ETCD_MODULE = TOOLS / "etcd"
 STAGES_DIR = KWOK_MODULE / "stages"
 
 HOST = "127.0.0.1"
@@ -78,7 +79,14 @@ COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # Wall clock on a 2-core machine with an empty Go cache, for the progress message; the
 # first command pays for most of the shared packages.
-COLD_BUILD_MINUTES = {"kube-apiserver": 5, "kube-controller-manager": 2, "kube-scheduler": 1, "kubectl": 1, "kwok": 1}
+COLD_BUILD_MINUTES = {
+    "kube-apiserver": 5,
+    "kube-controller-manager": 2,
+    "kube-scheduler": 1,
+    "kubectl": 1,
+    "kwok": 1,
+    "etcd": 2,
+}
 
 NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
 NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -103,6 +111,10 @@ def k8s_version() -> str:
 
 def kwok_version() -> str:
     return _module_version(KWOK_MODULE, "sigs.k8s.io/kwok")
+
+
+def etcd_version() -> str:
+    return _module_version(ETCD_MODULE, "go.etcd.io/etcd/server/v3")
 
 
 def _go() -> str:
@@ -199,13 +211,6 @@ def _build_module(ctx: Context, go: str, mod: _Module) -> dict[str, Path]:
     return bins
 
 
-def _etcd_binary() -> Path:
-    etcd = shutil.which("etcd")
-    if not etcd:
-        raise LocalEnvError("k8s-etcd: the etcd server is not installed; run `apt-get install etcd-server`")
-    return Path(etcd)
-
-
 def build(ctx: Context) -> dict[str, Path]:
     """Build (or reuse from the cache) every binary the control plane needs."""
     ctx.ensure()
@@ -214,9 +219,11 @@ def build(ctx: Context) -> dict[str, Path]:
         K8S_MODULE, "kubernetes", k8s_version(), {name: f"k8s.io/kubernetes/cmd/{name}" for name in K8S_COMMANDS}
     )
     kwok = _Module(KWOK_MODULE, "kwok", kwok_version(), {"kwok": "sigs.k8s.io/kwok/cmd/kwok"})
+    # Not Debian's etcd-server: tools/etcd/go.mod says why 3.4 does not do.
+    etcd = _Module(ETCD_MODULE, "etcd", etcd_version(), {"etcd": "."})
     bins = _build_module(ctx, go, kube)
-    bins.update(_build_module(ctx, go, kwok))
-    bins["etcd"] = _etcd_binary()
+    for mod in (kwok, etcd):
+        bins.update(_build_module(ctx, go, mod))
     return bins
 
 
@@ -492,8 +499,9 @@ def api(ctx: Context, method: str, path: str, body: dict[str, Any] | None = None
 
 
 def _ok(url: str, context: ssl.SSLContext) -> bool:
+    """A health endpoint answers 200 with "ok" (Kubernetes components) or {"health":"true",...} (etcd)."""
     status, body = _get(url, context)
-    return (status == 200 and body.strip() in (b"ok", b'{"health":"true"}')) or b'"health":"true"' in body
+    return status == 200 and (body.strip() == b"ok" or b'"health":"true"' in body)
 
 
 # --------------------------------------------------------------------------- external cluster
@@ -513,8 +521,8 @@ def _kubeconfig_server(path: Path) -> str | None:
         return match.group(1) if match else None
 
 
-def external_kubeconfig(ctx: Context) -> tuple[Path, str] | None:
-    """A reachable cluster named by THINKUS_KUBECONFIG or KUBECONFIG (not our own), as (path, server)."""
+def external_kubeconfig(ctx: Context) -> tuple[Path, str, str] | None:
+    """A reachable cluster named by THINKUS_KUBECONFIG or KUBECONFIG (not our own): (path, server, version)."""
     own = admin_kubeconfig(ctx).resolve()
     for var in ("THINKUS_KUBECONFIG", "KUBECONFIG"):
         for entry in filter(None, os.environ.get(var, "").split(os.pathsep)):
@@ -522,17 +530,24 @@ def external_kubeconfig(ctx: Context) -> tuple[Path, str] | None:
             if not path.is_file() or path.resolve() == own:
                 continue
             server = _kubeconfig_server(path)
-            if server and _reachable(server):
-                return path, server
+            version = _probe(server) if server else None
+            if server and version is not None:
+                return path, server, version
     return None
 
 
-def _reachable(server: str) -> bool:
+def _probe(server: str) -> str | None:
+    """The version a server reports ("" when it wants credentials for that), None when unreachable."""
     try:
-        status, _ = _get(server.rstrip("/") + "/version", _insecure_tls())
+        status, body = _get(server.rstrip("/") + "/version", _insecure_tls())
     except (OSError, ValueError):
-        return False
-    return status in (200, 401, 403)
+        return None
+    if status == 200:
+        try:
+            return str(json.loads(body).get("gitVersion", ""))
+        except ValueError:
+            return ""
+    return "" if status in (401, 403) else None
 
 
 # --------------------------------------------------------------------------- components
@@ -554,7 +569,6 @@ def _etcd_argv(ctx: Context, etcd: Path) -> list[str]:
         f"--key-file={pki / 'etcd-server.key'}",
         f"--trusted-ca-file={pki / 'etcd-ca.crt'}",
         "--client-cert-auth=true",
-        "--snapshot-count=10000",
         "--quota-backend-bytes=2147483648",
     ]
 
@@ -692,13 +706,13 @@ def _ready_nodes(ctx: Context) -> int:
     )
 
 
-def up(ctx: Context) -> dict[str, Any]:
+def up(ctx: Context) -> dict[str, str]:
     """Bring the control plane up (or reuse the cluster KUBECONFIG points at); idempotent."""
     external = external_kubeconfig(ctx)
     if external:
-        path, server = external
+        path, server, version = external
         say(f"using the existing cluster {server} from {path} (unset KUBECONFIG/THINKUS_KUBECONFIG for a local one)")
-        return {"kubeconfig": str(path), "server": server, "version": None, "external": True}
+        return _endpoints(path, server, version, external=True)
     ctx.ensure()
     bins = build(ctx)
     pki = ensure_pki(ctx)
@@ -750,7 +764,17 @@ def up(ctx: Context) -> dict[str, Any]:
     wait_for(ctx, KWOK, lambda: _ready_nodes(ctx) == len(NODE_NAMES), timeout=60)
     version = _server_version(ctx)
     say(f"kubernetes {version} is up at {SERVER} with {len(NODE_NAMES)} kwok nodes (kubeconfig: {kubeconfig})")
-    return {"kubeconfig": str(kubeconfig), "server": SERVER, "version": version}
+    return _endpoints(kubeconfig, SERVER, version or "", external=False)
+
+
+def _endpoints(kubeconfig: Path, server: str, version: str, *, external: bool) -> dict[str, str]:
+    """What ``up`` reports; prefixed keys because the local environment merges every component's into one file."""
+    return {
+        "kubeconfig": str(kubeconfig),
+        "k8s_server": server,
+        "k8s_version": version,
+        "k8s_external": str(external),
+    }
 
 
 def _server_version(ctx: Context) -> str | None:
@@ -762,7 +786,8 @@ def status(ctx: Context) -> tuple[bool, str]:
     """(up?, where): our control plane, or the external cluster KUBECONFIG points at."""
     external = external_kubeconfig(ctx)
     if external:
-        return True, f"{external[1]} (external, {external[0]})"
+        path, server, version = external
+        return True, f"{server} {version} (external, {path})"
     missing = [name for name in COMPONENTS if not tracked_pid(ctx, name)]
     if missing:
         return False, f"not running: {', '.join(missing)}"
