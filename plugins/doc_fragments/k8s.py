@@ -1,0 +1,55 @@
+# Copyright (c) Thinkus platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Options and attributes shared by the thinkus.ops Kubernetes modules."""
+
+    # How every k8s_* module finds and reaches the API server.
+    DOCUMENTATION = r"""
+options:
+  kubeconfig:
+    description:
+      - Path to the kubeconfig file.
+      - If not set, the value of E(K8S_AUTH_KUBECONFIG) or E(KUBECONFIG) is used, then the in-cluster
+        service account when running in a pod, then C(~/.kube/config).
+    type: path
+  context:
+    description:
+      - The kubeconfig context to use.
+      - If not set, the value of E(K8S_AUTH_CONTEXT) is used, then the kubeconfig's C(current-context).
+    type: str
+  request_timeout:
+    description:
+      - Timeout in seconds of one request to the API server.
+      - A server that cannot be reached fails the module at once with its address and the
+        kubeconfig context in the message (no retries).
+    type: float
+    default: 10
+requirements:
+  - kubernetes (the Python client) >= 29
+notes:
+  - Talks to the API server directly with the C(kubernetes) Python client; kubectl is not needed.
+"""
+
+    ATTRIBUTES = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+  diff_mode:
+    description:
+      - Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+  action_group:
+    description: Use C(group/thinkus.ops.k8s) in C(module_defaults) to set the connection options once.
+    support: full
+    membership:
+      - thinkus.ops.k8s
+"""

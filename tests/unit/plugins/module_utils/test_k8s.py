@@ -1,0 +1,288 @@
+# Copyright (c) Thinkus platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Unit tests of the k8s module_utils: comparison, rollout status, revisions, leases."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+from ansible_collections.thinkus.ops.plugins.module_utils import _k8s, _k8s_apply, _k8s_lease, _k8s_rollout
+
+UTC = datetime.UTC
+
+
+def deployment(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "api",
+            "generation": 2,
+            "uid": "u1",
+            "annotations": {"deployment.kubernetes.io/revision": "3"},
+        },
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}}},
+        "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3, **status},
+    }
+
+
+# ------------------------------------------------------------------ comparison
+
+
+def test_normalize_drops_status_and_server_bookkeeping_only() -> None:
+    live = {
+        "metadata": {
+            "name": "api",
+            "resourceVersion": "7",
+            "managedFields": [{"manager": "x"}],
+            "uid": "u",
+            "generation": 4,
+            "creationTimestamp": "t",
+            "labels": {"app": "api"},
+            "annotations": {"deployment.kubernetes.io/revision": "3", "team": "core"},
+        },
+        "spec": {"replicas": 3},
+        "status": {"replicas": 3},
+    }
+    assert _k8s.normalize(live) == {
+        "metadata": {"name": "api", "labels": {"app": "api"}, "annotations": {"team": "core"}},
+        "spec": {"replicas": 3},
+    }
+    assert live["metadata"]["resourceVersion"] == "7"  # the input is not modified
+    assert _k8s.normalize(None) is None
+
+
+def test_same_object_with_other_resource_version_is_not_a_change() -> None:
+    a = {"metadata": {"name": "x", "resourceVersion": "1"}, "spec": {"a": 1}}
+    b = {"metadata": {"name": "x", "resourceVersion": "2", "managedFields": []}, "spec": {"a": 1}}
+    assert _k8s.normalize(a) == _k8s.normalize(b)
+
+
+def test_secret_diff_never_shows_values_and_marks_changed_keys() -> None:
+    before = {"kind": "Secret", "data": {"url": "b2xk", "same": "c2FtZQ=="}}
+    after = {"kind": "Secret", "data": {"url": "bmV3", "same": "c2FtZQ==", "added": "eA=="}}
+    diff = _k8s.object_diff(_k8s.ObjectRef("v1", "Secret", "db", "ns"), before, after)
+    text = diff["before"] + diff["after"]
+    for value in ("b2xk", "bmV3", "c2FtZQ==", "eA=="):
+        assert value not in text
+    assert "url: <redacted, changed>" in diff["after"]
+    assert "same: <redacted>" in diff["after"]
+    assert "added: <redacted, changed>" in diff["after"]
+    assert diff["before_header"] == "Secret ns/db (live)"
+
+
+def test_object_diff_headers_for_created_and_deleted() -> None:
+    ref = _k8s.ObjectRef("v1", "ConfigMap", "c", "ns")
+    assert _k8s.object_diff(ref, None, {"a": 1})["before_header"] == "ConfigMap ns/c (absent)"
+    assert _k8s.object_diff(ref, {"a": 1}, None)["after_header"] == "ConfigMap ns/c (deleted)"
+
+
+def test_paths_of_known_kinds_and_refusal_of_unknown_ones() -> None:
+    ref = _k8s.ObjectRef.of({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}}, "thinkus")
+    assert _k8s.object_path(ref) == "/apis/apps/v1/namespaces/thinkus/deployments/api"
+    ns = _k8s.ObjectRef.of({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "thinkus"}}, "other")
+    assert ns.namespace is None
+    assert _k8s.object_path(ns) == "/api/v1/namespaces/thinkus"
+    with pytest.raises(_k8s.K8sError, match="unsupported kind CronTab"):
+        _k8s.collection_path("stable.example.com/v1", "CronTab", "ns")
+
+
+def test_validate_resources_reports_every_problem() -> None:
+    problems = _k8s_apply.validate_resources(
+        [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
+            {"apiVersion": "v9", "kind": "Thing", "metadata": {"name": "b"}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {}},
+        ],
+        "ns",
+    )
+    assert problems == [
+        "resources[1]: ConfigMap ns/a is listed twice",
+        "resources[2]: unsupported apiVersion/kind v9/Thing",
+        "resources[3] (Service): metadata.name is missing",
+    ]
+    assert (
+        "no metadata.namespace"
+        in _k8s_apply.validate_resources([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}], None)[0]
+    )
+
+
+def test_hpa_targets_are_the_scaled_deployments() -> None:
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "h"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}},
+    }
+    assert _k8s_apply.hpa_targets([hpa], "ns") == {_k8s.ObjectRef("apps/v1", "Deployment", "api", "ns")}
+
+
+def test_status_message_of_an_error_answer() -> None:
+    body = json.dumps({"kind": "Status", "message": 'deployments.apps "x" not found', "reason": "NotFound"})
+    assert _k8s._status_message(body, 404) == ('deployments.apps "x" not found', "NotFound")
+    assert _k8s._status_message(b"<html>", 502) == ("HTTP 502", None)
+
+
+def test_connection_errors_are_described_in_one_line() -> None:
+    refused = ConnectionRefusedError(111, "Connection refused")
+    wrapper = type("MaxRetryError", (Exception,), {})("pool: Max retries exceeded")
+    wrapper.reason = type("NewConnectionError", (Exception,), {})(
+        "conn: Failed to establish: [Errno 111] Connection refused"
+    )
+    assert _k8s.describe_connection_error(wrapper) == "connection refused"
+    assert _k8s.describe_connection_error(refused) == "connection refused"
+    assert _k8s.describe_connection_error(TimeoutError("timed out")) == "connection timed out"
+
+
+def test_unreachable_server_message_names_server_and_context(tmp_path: Any) -> None:
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "ctx-a", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "ctx-a",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    k8s = _k8s.K8sClient(str(path), None, request_timeout=2)
+    with pytest.raises(_k8s.K8sUnreachable) as caught:
+        k8s.request("GET", "/version")
+    assert str(caught.value) == (
+        "cannot reach the Kubernetes API server https://127.0.0.1:1 (kubeconfig context 'ctx-a'): connection refused"
+    )
+    with pytest.raises(_k8s.K8sConfigError, match="context 'nope' is not in kubeconfig"):
+        _k8s.K8sClient(str(path), "nope")
+
+
+# ------------------------------------------------------------------ rollout
+
+
+@pytest.mark.parametrize(
+    ("status", "done", "message"),
+    [
+        ({}, True, "3 of 3 replicas available"),
+        ({"observedGeneration": 1}, False, "the controller has not observed the latest generation yet"),
+        ({"updatedReplicas": 1}, False, "1 of 3 replicas updated"),
+        ({"replicas": 4}, False, "1 old replicas pending termination"),
+        ({"availableReplicas": 2}, False, "2 of 3 updated replicas available"),
+    ],
+)
+def test_deployment_progress(status: dict[str, Any], done: bool, message: str) -> None:
+    progress = _k8s_rollout.deployment_progress(deployment(**status))
+    assert (progress.done, progress.message, progress.failed) == (done, message, False)
+
+
+def test_progress_deadline_exceeded_is_a_failure() -> None:
+    condition = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "took too long"}
+    progress = _k8s_rollout.deployment_progress(deployment(updatedReplicas=1, conditions=[condition]))
+    assert progress.failed and not progress.done
+    assert "took too long" in progress.message
+
+
+def replicaset(name: str, revision: int, owner: str = "u1", image: str = "img:1") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+            "labels": {"app": "api", "pod-template-hash": name[-4:]},
+            "ownerReferences": [{"uid": owner, "controller": True}],
+        },
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"app": "api", "pod-template-hash": name[-4:]}},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            }
+        },
+    }
+
+
+def test_revisions_and_templates_of_owned_replicasets() -> None:
+    sets = [
+        replicaset("api-aaaa", 3, image="img:3"),
+        replicaset("api-bbbb", 1),
+        replicaset("other-cccc", 2, owner="u2"),
+    ]
+    owned = _k8s_rollout.owned_replicasets(deployment(), sets)
+    assert [rs["metadata"]["name"] for rs in owned] == ["api-bbbb", "api-aaaa"]
+    assert _k8s_rollout.previous_revision(owned, 3) == 1
+    assert _k8s_rollout.previous_revision(owned, 1) is None
+    rs = _k8s_rollout.replicaset_for_revision(owned, 1)
+    assert rs is not None
+    template = _k8s_rollout.template_of(rs)
+    assert template["metadata"]["labels"] == {"app": "api"}
+    assert _k8s_rollout.images_of(template) == ["img:1"]
+    assert _k8s_rollout.same_template(template, rs["spec"]["template"])
+    assert not _k8s_rollout.same_template(template, _k8s_rollout.template_of(sets[0]))
+
+
+def test_pod_problems_and_warning_events_are_summarised() -> None:
+    not_ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "ContainersNotReady",
+        "message": "readiness probe failed",
+    }
+    pods = [{"metadata": {"name": f"api-{i}"}, "status": {"conditions": [not_ready]}} for i in range(3)] + [
+        {"metadata": {"name": "api-ok"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    ]
+    assert _k8s_rollout.pod_problems(pods) == [
+        "pod api-0, api-1 and 1 more: Ready=False ContainersNotReady: readiness probe failed"
+    ]
+    events = [
+        {
+            "type": "Warning",
+            "reason": "BackOff",
+            "message": "pulling",
+            "involvedObject": {"kind": "Pod", "name": "api-0"},
+        },
+        {"type": "Normal", "reason": "Scheduled", "message": "ok", "involvedObject": {"kind": "Pod", "name": "api-0"}},
+        {"type": "Warning", "reason": "Other", "message": "x", "involvedObject": {"kind": "Pod", "name": "elsewhere"}},
+    ]
+    assert _k8s_rollout.warning_events(events, {"api-0"}) == ["Pod api-0: BackOff: pulling"]
+
+
+# ------------------------------------------------------------------ lease
+
+
+def test_lease_expiry_and_who_may_take_it() -> None:
+    now = datetime.datetime(2026, 1, 17, 10, 0, 0, tzinfo=UTC)
+    lease = {
+        "spec": {"holderIdentity": "alice/1", "leaseDurationSeconds": 60, "renewTime": "2026-01-17T09:59:30.000000Z"}
+    }
+    state = _k8s_lease.LeaseState.of(lease)
+    assert not state.expired(now)
+    assert not state.free_for("bob/2", now)
+    assert state.free_for("alice/1", now)
+    assert state.free_for("bob/2", now + datetime.timedelta(seconds=31))
+    assert "held by 'alice/1'" in state.describe(now) and "expires in 30s" in state.describe(now)
+    assert _k8s_lease.LeaseState.of(None).free_for("bob/2", now)
+
+
+def test_lease_body_counts_transitions_and_keeps_acquire_time_on_renewal() -> None:
+    now = datetime.datetime(2026, 1, 17, 10, 0, 0, 123456, tzinfo=UTC)
+    fresh = _k8s_lease.lease_body("l", "ns", "me/1", 900, now, None, {"a": "b"})
+    assert fresh["spec"]["leaseTransitions"] == 0
+    assert fresh["spec"]["acquireTime"] == "2026-01-17T10:00:00.123456Z"
+    assert "resourceVersion" not in fresh["metadata"]
+    held = {"metadata": {"name": "l", "resourceVersion": "9"}, "spec": {**fresh["spec"], "holderIdentity": "other/2"}}
+    taken = _k8s_lease.lease_body("l", "ns", "me/1", 900, now, held)
+    assert taken["spec"]["leaseTransitions"] == 1
+    assert taken["metadata"]["resourceVersion"] == "9"
+    later = now + datetime.timedelta(seconds=10)
+    mine = {"metadata": {"name": "l", "resourceVersion": "10"}, "spec": taken["spec"]}
+    renewed = _k8s_lease.lease_body("l", "ns", "me/1", 900, later, mine)
+    assert renewed["spec"]["acquireTime"] == taken["spec"]["acquireTime"]
+    assert renewed["spec"]["renewTime"] == "2026-01-17T10:00:10.123456Z"
+    assert renewed["spec"]["leaseTransitions"] == 1
+
+
+def test_parse_time_accepts_server_formats() -> None:
+    assert _k8s_lease.parse_time("2026-01-17T10:00:00Z") == datetime.datetime(2026, 1, 17, 10, 0, tzinfo=UTC)
+    assert _k8s_lease.parse_time("2026-01-17T10:00:00.123456Z").microsecond == 123456
+    assert _k8s_lease.parse_time(None) is None
