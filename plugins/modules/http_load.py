@@ -24,10 +24,13 @@ attributes:
     details:
       - In check mode no request is sent; the module reports the plan (targets, request count).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description:
+      - Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates
+        no change.
     support: full
     details:
       - Reads only; never reports a change.

@@ -53,7 +53,7 @@ def test_http_load_measures_and_enforces_thresholds(tmp_path: Path, server: tupl
     playbook = tmp_path / "play.yml"
     playbook.write_text(
         "---\n- hosts: localhost\n  connection: local\n  gather_facts: false\n"
-        "  vars:\n    ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n  tasks:\n"
+        '  vars:\n    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n  tasks:\n'
         f"    - ansible.builtin.include_tasks: {TARGET / 'tasks' / 'main.yml'}\n"
     )
     result = run_playbook(playbook, extra_vars={"http_load_base_url": base_url})

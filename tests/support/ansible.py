@@ -68,7 +68,7 @@ def _parse_json_output(stdout: str) -> tuple[list[dict[str, Any]], dict[str, Any
         # Something printed after the JSON document (a warning): cut at its last closing brace.
         end = stdout.rfind("\n}")
         try:
-            document = json.loads(stdout[start:end + 2])
+            document = json.loads(stdout[start : end + 2])
         except ValueError:
             return [], {}
     tasks = []
