@@ -56,8 +56,13 @@ local-status: ## one line per component: up/down and its address
 	@python -m tools.localenv status
 
 molecule: setup ## all Molecule scenarios, or one: make molecule SCENARIO=<name>
-	@if [ -n "$(SCENARIO)" ]; then molecule test -s "$(SCENARIO)"; \
-	else molecule test --all; fi
+	@scenarios="$(SCENARIO)"; [ -n "$$scenarios" ] || scenarios=$$(ls -d molecule/*/ | xargs -n1 basename); \
+	failed=""; for s in $$scenarios; do \
+	  echo "==> molecule $$s"; \
+	  molecule reset -s "$$s" >/dev/null 2>&1 || true; \
+	  molecule test -s "$$s" || failed="$$failed $$s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "molecule: failed:$$failed"; exit 1; fi; echo "molecule: all scenarios passed"
 
 demo: local-up ## the whole platform deployed to a local environment on this machine
 	@if [ -f playbooks/deploy.yml ]; then ansible-playbook playbooks/deploy.yml -i inventories/local; \
