@@ -35,18 +35,11 @@ notes:
   - Talks to the API server directly with the C(kubernetes) Python client; kubectl is not needed.
 """
 
-    ATTRIBUTES = r"""
+    # The action group the modules belong to (meta/runtime.yml). Extend it together with
+    # thinkus.ops.attributes, which describes check_mode, diff_mode and idempotent.
+    ACTION_GROUP = r"""
 options: {}
 attributes:
-  check_mode:
-    description: Can run in C(check_mode) and return changed status prediction without modifying target.
-  diff_mode:
-    description:
-      - Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
-  idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
-      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
   action_group:
     description: Use C(group/thinkus.ops.k8s) in C(module_defaults) to set the connection options once.
     support: full

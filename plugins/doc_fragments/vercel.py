@@ -57,18 +57,11 @@ notes:
   - The token is never logged or returned. Prefer E(VERCEL_TOKEN) or a value from Ansible Vault.
 """
 
-    ATTRIBUTES = r"""
+    # The action group the modules belong to (meta/runtime.yml). Extend it together with
+    # thinkus.ops.attributes, which describes check_mode, diff_mode and idempotent.
+    ACTION_GROUP = r"""
 options: {}
 attributes:
-  check_mode:
-    description: Can run in C(check_mode) and return changed status prediction without modifying target.
-  diff_mode:
-    description:
-      - Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
-  idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
-      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
   action_group:
     description: Use C(group/thinkus.ops.vercel) in C(module_defaults) to set the shared options once.
     support: full

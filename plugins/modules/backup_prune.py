@@ -23,42 +23,21 @@ author:
   - Thinkus platform team (@thinkus-ai)
 requirements:
   - boto3
+extends_documentation_fragment:
+  - thinkus.ops.backup
+  - thinkus.ops.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Lists the bucket and returns what a real run would delete, deleting nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff lists the backup folders before and after.
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 options:
-  bucket:
-    description: Name of the bucket.
-    type: str
-    required: true
-  prefix:
-    description: Folder in the bucket under which backups are kept.
-    type: str
-    default: ""
-  endpoint_url:
-    description: S3 API endpoint. Falls back to E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL).
-    type: str
-  region:
-    description: Signing region; V(auto) for R2. Falls back to E(AWS_REGION).
-    type: str
-    default: auto
-  access_key:
-    description: Access key id. Falls back to E(AWS_ACCESS_KEY_ID).
-    type: str
-  secret_key:
-    description: Secret access key. Never logged. Falls back to E(AWS_SECRET_ACCESS_KEY).
-    type: str
   retention_days:
     description:
       - Days to keep each kind (C(full), C(hourly), C(redis)). A kind left out is never pruned.

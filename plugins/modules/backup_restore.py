@@ -26,18 +26,20 @@ requirements:
   - boto3
   - psycopg2 and C(pg_restore) (PostgreSQL backups)
   - redis (Python library) and C(redis-server) (Redis backups)
+extends_documentation_fragment:
+  - thinkus.ops.backup
+  - thinkus.ops.backup.postgres
+  - thinkus.ops.backup.redis
+  - thinkus.ops.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Finds the backup and inspects the target (fails the same way on a non-empty target without
         O(force)); downloads and restores nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: none
     details:
       - A restore always writes the target and reports a change.
@@ -49,49 +51,9 @@ options:
     description: Kind of backup to take the latest of when O(key) is not set.
     type: str
     choices: [full, hourly, redis]
-  bucket:
-    description: Name of the bucket.
-    type: str
-    required: true
-  prefix:
-    description: Folder in the bucket under which backups are kept.
-    type: str
-    default: ""
-  endpoint_url:
-    description: S3 API endpoint. Falls back to E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL).
-    type: str
-  region:
-    description: Signing region; V(auto) for R2. Falls back to E(AWS_REGION).
-    type: str
-    default: auto
-  access_key:
-    description: Access key id. Falls back to E(AWS_ACCESS_KEY_ID).
-    type: str
-  secret_key:
-    description: Secret access key. Never logged. Falls back to E(AWS_SECRET_ACCESS_KEY).
-    type: str
-  postgres_url:
-    description: Connection URL of the target database. Never logged.
-    type: str
-  postgres_host:
-    description: Host of the target PostgreSQL server. Falls back to E(PGHOST).
-    type: str
-  postgres_port:
-    description: Its port. Falls back to E(PGPORT).
-    type: int
-  postgres_user:
-    description: User to connect as. Falls back to E(PGUSER).
-    type: str
-  postgres_password:
-    description: Password. Never logged. Falls back to E(PGPASSWORD).
-    type: str
   postgres_database:
     description: The target database. Falls back to E(PGDATABASE).
     type: str
-  postgres_sslmode:
-    description: libpq C(sslmode).
-    type: str
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
   create_database:
     description: Create O(postgres_database) when it does not exist (else that is an error).
     type: bool
@@ -100,20 +62,6 @@ options:
     description: Parallel C(pg_restore) jobs.
     type: int
     default: 2
-  redis_host:
-    description: Host of the target Redis server.
-    type: str
-    default: 127.0.0.1
-  redis_port:
-    description: Port of the target Redis server.
-    type: int
-    default: 6379
-  redis_username:
-    description: ACL user name.
-    type: str
-  redis_password:
-    description: Password. Never logged. Falls back to E(REDISCLI_AUTH).
-    type: str
   redis_databases:
     description: Database numbers to restore (each into the same number). Default every database in the backup.
     type: list

@@ -32,17 +32,19 @@ requirements:
   - redis (Python library) and the C(redis-cli) and C(redis-server) binaries (V(redis) kind)
   - C(pg_dump) of the server's major version or newer (PostgreSQL kinds)
   - C(openssl) (with O(encryption_key))
+extends_documentation_fragment:
+  - thinkus.ops.backup
+  - thinkus.ops.backup.postgres
+  - thinkus.ops.backup.redis
+  - thinkus.ops.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Connects to the source and the bucket (read only) and returns the keys a real run would write.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: none
     details:
       - Every real run takes a new backup and reports a change.
@@ -54,54 +56,9 @@ options:
     type: str
     choices: [full, hourly, redis]
     required: true
-  bucket:
-    description: Name of the bucket.
-    type: str
-    required: true
-  prefix:
-    description: Folder in the bucket under which backups are kept (C(<prefix>/<kind>/<id>/)).
-    type: str
-    default: ""
-  endpoint_url:
-    description:
-      - S3 API endpoint (R2 - C(https://<account>.r2.cloudflarestorage.com)). Default AWS S3.
-      - Falls back to E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL).
-    type: str
-  region:
-    description: Signing region; V(auto) for R2. Falls back to E(AWS_REGION).
-    type: str
-    default: auto
-  access_key:
-    description: Access key id. Falls back to E(AWS_ACCESS_KEY_ID).
-    type: str
-  secret_key:
-    description: Secret access key. Never logged. Falls back to E(AWS_SECRET_ACCESS_KEY).
-    type: str
-  postgres_url:
-    description:
-      - Connection URL C(postgresql://user:password@host:port/database?sslmode=require). Never logged;
-        the password is taken out of it before any tool sees it. Explicit O(postgres_host) and the other
-        options override its parts.
-    type: str
-  postgres_host:
-    description: Host of the PostgreSQL server. Falls back to E(PGHOST).
-    type: str
-  postgres_port:
-    description: Port of the PostgreSQL server. Falls back to E(PGPORT).
-    type: int
-  postgres_user:
-    description: User to connect as. Falls back to E(PGUSER).
-    type: str
-  postgres_password:
-    description: Password. Never logged. Falls back to E(PGPASSWORD).
-    type: str
   postgres_database:
     description: Database to back up. Falls back to E(PGDATABASE).
     type: str
-  postgres_sslmode:
-    description: libpq C(sslmode).
-    type: str
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
   postgres_format:
     description:
       - V(custom) is one file; V(directory) is one file per table, dumped with O(postgres_jobs) parallel jobs.
@@ -115,20 +72,6 @@ options:
   postgres_compress:
     description: C(pg_dump --compress) level (0-9); the tool's default when not set.
     type: int
-  redis_host:
-    description: Host of the Redis server.
-    type: str
-    default: 127.0.0.1
-  redis_port:
-    description: Port of the Redis server.
-    type: int
-    default: 6379
-  redis_username:
-    description: ACL user name, when the server uses ACL users.
-    type: str
-  redis_password:
-    description: Password. Never logged. Falls back to E(REDISCLI_AUTH).
-    type: str
   redis_sample_size:
     description: How many keys the Redis fingerprint's digest covers.
     type: int

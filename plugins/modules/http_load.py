@@ -17,20 +17,16 @@ description:
     naming the measured value and the threshold.
 author:
   - Thinkus platform team (@thinkus-ai)
+extends_documentation_fragment:
+  - thinkus.ops.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - In check mode no request is sent; the module reports the plan (targets, request count).
   diff_mode:
-    description:
-      - Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates
-        no change.
     support: full
     details:
       - Reads only; never reports a change.

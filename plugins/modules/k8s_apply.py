@@ -21,7 +21,8 @@ author:
   - Thinkus platform team (@thinkus-ai)
 extends_documentation_fragment:
   - thinkus.ops.k8s
-  - thinkus.ops.k8s.attributes
+  - thinkus.ops.attributes
+  - thinkus.ops.k8s.action_group
 attributes:
   check_mode:
     support: full

@@ -30,18 +30,20 @@ requirements:
   - psycopg2 and C(pg_restore) (PostgreSQL backups)
   - redis (Python library) and C(redis-server) (Redis backups)
   - C(openssl) (encrypted backups)
+extends_documentation_fragment:
+  - thinkus.ops.backup
+  - thinkus.ops.backup.postgres
+  - thinkus.ops.backup.redis
+  - thinkus.ops.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Reads the manifest and returns the checks a real run would make, with their expected values;
         nothing is downloaded, restored or created.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
     details:
       - The scratch target is removed before the module returns; it never reports a change.
@@ -56,54 +58,17 @@ options:
       - Kind of backup to take the latest of when O(key) is not set. Also picks the RPO.
     type: str
     choices: [full, hourly, redis]
-  bucket:
-    description: Name of the bucket.
-    type: str
-    required: true
-  prefix:
-    description: Folder in the bucket under which backups are kept.
-    type: str
-    default: ""
-  endpoint_url:
-    description: S3 API endpoint. Falls back to E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL).
-    type: str
-  region:
-    description: Signing region; V(auto) for R2. Falls back to E(AWS_REGION).
-    type: str
-    default: auto
-  access_key:
-    description: Access key id. Falls back to E(AWS_ACCESS_KEY_ID).
-    type: str
-  secret_key:
-    description: Secret access key. Never logged. Falls back to E(AWS_SECRET_ACCESS_KEY).
-    type: str
   postgres_url:
     description:
       - Connection URL of the server that receives the scratch database (C(CREATE DATABASE) rights needed)
         and, with O(compare_to=live), of the live database (its database part).
       - Never logged; the password never reaches a command line.
     type: str
-  postgres_host:
-    description: Host of that PostgreSQL server. Falls back to E(PGHOST).
-    type: str
-  postgres_port:
-    description: Its port. Falls back to E(PGPORT).
-    type: int
-  postgres_user:
-    description: User to connect as (needs C(CREATEDB)). Falls back to E(PGUSER).
-    type: str
-  postgres_password:
-    description: Password. Never logged. Falls back to E(PGPASSWORD).
-    type: str
   postgres_database:
     description:
       - Database to connect to for creating and dropping the scratch database, and the live database
         O(compare_to=live) compares with. Falls back to E(PGDATABASE).
     type: str
-  postgres_sslmode:
-    description: libpq C(sslmode).
-    type: str
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
   scratch_prefix:
     description:
       - Name prefix of the scratch database; a random suffix is added. The module refuses to use a
@@ -114,20 +79,6 @@ options:
     description: Parallel C(pg_restore) jobs.
     type: int
     default: 2
-  redis_host:
-    description: Host of the live Redis server (O(compare_to=live) only).
-    type: str
-    default: 127.0.0.1
-  redis_port:
-    description: Port of the live Redis server (O(compare_to=live) only).
-    type: int
-    default: 6379
-  redis_username:
-    description: ACL user name of the live Redis server.
-    type: str
-  redis_password:
-    description: Password of the live Redis server. Never logged. Falls back to E(REDISCLI_AUTH).
-    type: str
   redis_sample_size:
     description:
       - Sample size for the live Redis fingerprint (O(compare_to=live)); with the manifest, the manifest's
@@ -139,6 +90,8 @@ options:
       - V(manifest) compares the restored content with the fingerprint taken at backup time.
       - V(live) compares it with the live source right now (O(postgres_database) or the Redis server),
         to see what changed since the backup.
+      - O(redis_host), O(redis_port), O(redis_username) and O(redis_password) name that live Redis server;
+        they are used with O(compare_to=live) only.
     type: str
     choices: [manifest, live]
     default: manifest

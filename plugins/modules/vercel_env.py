@@ -20,7 +20,8 @@ author:
   - Thinkus platform team (@thinkus-ai)
 extends_documentation_fragment:
   - thinkus.ops.vercel
-  - thinkus.ops.vercel.attributes
+  - thinkus.ops.attributes
+  - thinkus.ops.vercel.action_group
 attributes:
   check_mode:
     support: full
