@@ -33,6 +33,9 @@ from ansible.plugins.callback import CallbackBase
 STAGES = ("preflight", "build", "backend", "ingress", "monitoring", "frontend", "smoke")
 
 
+_VALIDATION = ("validate_argument_spec", "ansible.builtin.validate_argument_spec")
+
+
 def _stage_of(task) -> str | None:
     tags = set(getattr(task, "tags", None) or [])
     for stage in STAGES:
@@ -69,6 +72,10 @@ class CallbackModule(CallbackBase):
         )
 
     def v2_playbook_on_task_start(self, task, is_conditional) -> None:
+        # a role's argument validation runs in every play (tagged always): it alone does not
+        # make a stage "run"; its failure still counts (see _record)
+        if task.action in _VALIDATION:
+            return
         stage = _stage_of(task)
         self.current = stage
         if stage:
@@ -79,9 +86,10 @@ class CallbackModule(CallbackBase):
 
     def _record(self, result, outcome: str) -> None:
         stage = _stage_of(result._task)
-        if not stage:
+        if not stage or (result._task.action in _VALIDATION and outcome != "failed"):
             return
         entry = self._entry(stage)
+        entry["started"] = entry["started"] or time.time()
         entry["ended"] = time.time()
         entry["tasks"] += 1
         if outcome == "skipped":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,14 @@ def _vault_names() -> list[str]:
     vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(password))])
     data = yaml.safe_load(vault.decrypt((REPO_ROOT / "inventories/local/group_vars/all/vault.yml").read_bytes()))
     return sorted(data)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_preview_containers() -> Iterator[None]:
+    """The local deploy leaves its preview containers running (make demo wants them); tests do not."""
+    yield
+    for name in ("go-orchestrator", "py-ai-engine"):
+        subprocess.run(["docker", "rm", "-f", f"thinkus-preview-{name}"], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +93,8 @@ def test_every_inventory_passes_the_roles_argument_specs_and_preflights(
         env=remote_env if env != "local" else None,
     )
     assert result.rc == 0, result.output[-4000:]
-    assert "Validating arguments against arg spec preflight" in result.output
+    for role in ("docker_build", "k8s_deploy", "ingress_tls", "monitoring"):
+        assert f"thinkus.ops.{role} : Validating arguments against arg spec 'preflight'" in result.output
     summary = _summary(tmp_path)
     assert summary["environment"] == env
     assert summary["stages"]["preflight"]["status"] == "ok"

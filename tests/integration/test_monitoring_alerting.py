@@ -263,8 +263,15 @@ def test_the_role_reloads_prometheus_and_alertmanager_without_restarting_them(st
     alerts = {(r["name"], r["labels"].get("severity")) for r in groups["thinkus-alerts"]["rules"]}
     assert {(ALERT, "critical"), (ALERT, "warning"), ("ThinkusHighLatencyP99", "warning")} <= alerts
     # the role's scrape jobs, one per service, with the service label attached
-    targets = _get_json(f"{stack.prom_url}/api/v1/targets")["data"]["activeTargets"]
-    services = {t["labels"].get("service") for t in targets if t["labels"]["job"].startswith("thinkus-")}
+    # target discovery runs on its own clock after a reload: poll (bounded) instead of racing it
+    deadline = time.monotonic() + 30
+    services: set[str | None] = set()
+    while time.monotonic() < deadline:
+        targets = _get_json(f"{stack.prom_url}/api/v1/targets")["data"]["activeTargets"]
+        services = {t["labels"].get("service") for t in targets if t["labels"]["job"].startswith("thinkus-")}
+        if services == set(stack.exporters):
+            break
+        time.sleep(0.5)
     assert services == set(stack.exporters)
     status = _get_json(f"{stack.am_url}/api/v2/status")["config"]["original"]
     assert "inhibit_rules" in status and "pager" in status
