@@ -79,8 +79,9 @@ def thinkus_namespace() -> None:
 
 @pytest.mark.parametrize("env", ["local", "dev", "staging", "prod"])
 def test_every_inventory_passes_the_roles_argument_specs_and_preflights(
-    env: str, tmp_path: Path, remote_env: dict[str, str], thinkus_namespace: None
+    env: str, tmp_path: Path, remote_env: dict[str, str], thinkus_namespace: None, cert_manager_crds: None
 ) -> None:
+    """The local cluster stands in for the remote ones: a namespace and cert-manager's CRDs, as they would have."""
     extra: dict[str, Any] = {"deploy_artifacts_dir": str(tmp_path)}
     if env != "local":
         extra.update({name: f"dummy-{name}" for name in _vault_names()})

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -80,28 +79,6 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name)
-
-
-@pytest.fixture(scope="module")
-def cert_manager_crds(api: client.ApiClient) -> None:
-    """The test CRDs, applied idempotently and left installed like any cluster add-on."""
-    ext = client.ApiextensionsV1Api(api)
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as err:
-            if err.status != 409:
-                raise
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        name = yaml.safe_load(path.read_text())["metadata"]["name"]
-        for _attempt in range(60):
-            conditions = ext.read_custom_resource_definition(name).status.conditions or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"CRD {name} not Established")
 
 
 # --- helpers --------------------------------------------------------------------------
