@@ -86,8 +86,10 @@ def main() -> int:
         localenv("down")
         with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
             env = {"THINKUS_CACHE_DIR": str(Path(tmp) / "cache"), "THINKUS_LOCAL_DIR": str(Path(tmp) / "state")}
-            results["cold bring-up (empty caches)"] = f"{localenv('up', env=env):.0f} s"
-            localenv("down", env=env)
+            try:
+                results["cold bring-up (empty caches)"] = f"{localenv('up', env=env):.0f} s"
+            finally:
+                localenv("down", env=env)
     localenv("up")
     localenv("down")
     results["warm bring-up (caches kept, all stopped)"] = f"{localenv('up'):.1f} s"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -44,15 +46,49 @@ def _chown(path: Path, user: str | None) -> None:
         shutil.chown(path, user, user)
 
 
+def _base(ctx: Context, user: str | None) -> Path:
+    """Where the cluster lives: .local/postgres, or (when run as root) a directory the
+    ``postgres`` account can reach whatever the checkout's parents allow, linked from there.
+
+    A checkout under a 0700 home directory would otherwise lock the server out of its own
+    data directory. The real directory is /var/tmp/thinkus-ops/<id of this .local>/postgres.
+    """
+    link = ctx.state_dir / "postgres"
+    if not user:
+        link.mkdir(exist_ok=True)
+        return link
+    key = hashlib.sha256(str(ctx.state_dir.resolve()).encode()).hexdigest()[:12]
+    real = Path("/var/tmp/thinkus-ops") / key / "postgres"  # noqa: S108 - ownership checked below
+    real.mkdir(parents=True, exist_ok=True)
+    for d in (real.parent.parent, real.parent, real):
+        st = os.lstat(d)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != 0:
+            raise LocalEnvError(f"postgres: {d} is not a directory owned by root; remove it and run again")
+        os.chmod(d, 0o711)
+    if link.is_symlink():
+        if link.resolve() != real:
+            link.unlink()
+            link.symlink_to(real)
+    elif link.is_dir():
+        # an older layout kept the cluster inside .local: move it out once
+        for entry in link.iterdir():
+            shutil.move(str(entry), real / entry.name)
+        link.rmdir()
+        link.symlink_to(real)
+    else:
+        link.symlink_to(real)
+    return real
+
+
 def _connect(password: str, dbname: str = "postgres", user: str = "postgres"):
     return psycopg2.connect(host=HOST, port=PORT, user=user, password=password, dbname=dbname, connect_timeout=3)
 
 
-def _initdb(ctx: Context, data: Path, user: str | None, superpass: str) -> None:
+def _initdb(data: Path, user: str | None, superpass: str) -> None:
     say("initdb for the local PostgreSQL")
     data.mkdir(parents=True, mode=0o700)
     _chown(data, user)
-    with tempfile.NamedTemporaryFile("w", dir=ctx.state_dir, delete=False) as fh:
+    with tempfile.NamedTemporaryFile("w", dir=data.parent, delete=False) as fh:
         fh.write(superpass + "\n")
         pwfile = Path(fh.name)
     try:
@@ -80,17 +116,16 @@ def _initdb(ctx: Context, data: Path, user: str | None, superpass: str) -> None:
 def up(ctx: Context) -> dict[str, str]:
     ctx.ensure()
     user = _run_as()
-    base = ctx.state_dir / "postgres"
+    base = _base(ctx, user)
     data = base / "data"
     sock = base / "socket"
     superpass = _secrets.get(ctx, "postgres_superuser_password")
     password = _secrets.get(ctx, "postgres_password")
-    base.mkdir(exist_ok=True)
     os.chmod(base, 0o711)
     sock.mkdir(exist_ok=True)
     _chown(sock, user)
     if not (data / "PG_VERSION").exists():
-        _initdb(ctx, data, user, superpass)
+        _initdb(data, user, superpass)
     spawn(
         ctx,
         NAME,
