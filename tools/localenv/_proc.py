@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +73,25 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+def http_status(url: str, timeout: float = 3) -> int:
+    """The HTTP status ``url`` answers with; 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+
+
+def require_binary(component: str, name: str, package: str) -> str:
+    """The path of ``name`` on PATH, or an error telling how to get it."""
+    found = shutil.which(name)
+    if not found:
+        raise LocalEnvError(f"{component}: {name} not found; run `make setup` (Debian's {package})")
+    return found
 
 
 def free_port() -> int:

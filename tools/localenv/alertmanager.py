@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import urllib.request
 
 import yaml
 
-from ._proc import Context, LocalEnvError, run, spawn, stop, tracked_pid, wait_for
+from ._proc import Context, http_status, require_binary, run, spawn, stop, tracked_pid, wait_for
 
 NAME = "alertmanager"
 HOST = "127.0.0.1"
@@ -19,14 +18,11 @@ def url() -> str:
 
 
 def _ready() -> bool:
-    with urllib.request.urlopen(f"{url()}/-/ready", timeout=3) as resp:
-        return resp.status == 200
+    return http_status(f"{url()}/-/ready") == 200
 
 
 def up(ctx: Context) -> dict[str, str]:
-    binary = shutil.which("prometheus-alertmanager")
-    if not binary:
-        raise LocalEnvError("alertmanager: binary not found; run `make setup` (Debian's prometheus-alertmanager)")
+    binary = require_binary(NAME, "prometheus-alertmanager", "prometheus-alertmanager")
     base = ctx.state_dir / "alertmanager"
     (base / "data").mkdir(parents=True, exist_ok=True)
     cfg = base / "alertmanager.yml"
@@ -52,11 +48,7 @@ def up(ctx: Context) -> dict[str, str]:
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    try:
-        ok = _ready()
-    except OSError:
-        ok = False
-    return ok, url()
+    return _ready(), url()
 
 
 def down(ctx: Context) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import urllib.request
 
 import yaml
 
 from . import alertmanager
-from ._proc import Context, LocalEnvError, run, spawn, stop, tracked_pid, wait_for
+from ._proc import Context, http_status, require_binary, run, spawn, stop, tracked_pid, wait_for
 
 NAME = "prometheus"
 HOST = "127.0.0.1"
@@ -20,14 +19,11 @@ def url() -> str:
 
 
 def _ready() -> bool:
-    with urllib.request.urlopen(f"{url()}/-/ready", timeout=3) as resp:
-        return resp.status == 200
+    return http_status(f"{url()}/-/ready") == 200
 
 
 def up(ctx: Context) -> dict[str, str]:
-    binary = shutil.which("prometheus")
-    if not binary:
-        raise LocalEnvError("prometheus: binary not found; run `make setup` (Debian's prometheus)")
+    binary = require_binary(NAME, "prometheus", "prometheus")
     base = ctx.state_dir / "prometheus"
     rules = base / "rules"
     rules.mkdir(parents=True, exist_ok=True)
@@ -64,11 +60,7 @@ def up(ctx: Context) -> dict[str, str]:
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    try:
-        ok = _ready()
-    except OSError:
-        ok = False
-    return ok, url()
+    return _ready(), url()
 
 
 def down(ctx: Context) -> None:

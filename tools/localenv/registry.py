@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import urllib.error
-import urllib.request
-
 import yaml
 
 from . import _secrets
-from ._proc import Context, LocalEnvError, run, spawn, stop, tracked_pid, wait_for
+from ._proc import Context, http_status, require_binary, run, spawn, stop, tracked_pid, wait_for
 
 NAME = "registry"
 HOST = "127.0.0.1"
@@ -21,18 +17,8 @@ def _url() -> str:
     return f"http://{HOST}:{PORT}"
 
 
-def _http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 def up(ctx: Context) -> dict[str, str]:
-    binary = shutil.which("docker-registry")
-    if not binary:
-        raise LocalEnvError("registry: docker-registry not found; run `make setup`")
+    binary = require_binary(NAME, "docker-registry", "docker-registry")
     base = ctx.state_dir / "registry"
     (base / "data").mkdir(parents=True, exist_ok=True)
     password = _secrets.get(ctx, "registry_password")
@@ -54,16 +40,12 @@ def up(ctx: Context) -> dict[str, str]:
     if changed and tracked_pid(ctx, NAME):
         stop(ctx, NAME)
     spawn(ctx, NAME, [binary, "serve", str(cfg)], ports=[PORT])
-    wait_for(ctx, NAME, lambda: _http_status(f"{_url()}/v2/") == 401, timeout=30)
+    wait_for(ctx, NAME, lambda: http_status(f"{_url()}/v2/") == 401, timeout=30)
     return {"registry": f"{HOST}:{PORT}", "registry_url": _url()}
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    try:
-        ok = _http_status(f"{_url()}/v2/") == 401
-    except OSError:
-        ok = False
-    return ok, f"{HOST}:{PORT}"
+    return http_status(f"{_url()}/v2/") == 401, f"{HOST}:{PORT}"
 
 
 def down(ctx: Context) -> None:

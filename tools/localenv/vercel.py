@@ -10,11 +10,9 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
 
 from . import _secrets
-from ._proc import ROOT, Context, spawn, stop, wait_for
+from ._proc import ROOT, Context, http_status, spawn, stop, wait_for
 
 NAME = "vercel-api"
 HOST = "127.0.0.1"
@@ -27,13 +25,7 @@ def url() -> str:
 
 
 def _answers() -> bool:
-    try:
-        urllib.request.urlopen(f"{url()}/v9/projects/{PROJECT}", timeout=3)
-    except urllib.error.HTTPError as err:
-        return err.code in (401, 403)
-    except OSError:
-        return False
-    return True
+    return http_status(f"{url()}/v9/projects/{PROJECT}") in (200, 401, 403)
 
 
 def up(ctx: Context) -> dict[str, str]:
