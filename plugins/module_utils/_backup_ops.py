@@ -20,8 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.thinkus.ops.plugins.module_utils import _pg_backup as pg
 from ansible_collections.thinkus.ops.plugins.module_utils import _redis_backup as rd
+from ansible_collections.thinkus.ops.plugins.module_utils import _s3_store as s3
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import (
     ENGINE_OF_KIND,
     MANIFEST_NAME,
@@ -47,6 +50,20 @@ PG_DUMP_FILE = "postgres.dump"
 PG_DUMP_DIR = "postgres.dir"
 RDB_FILE = "redis.rdb"
 ENC_SUFFIX = ".enc"
+
+
+def backup_argument_spec(**own: dict[str, Any]) -> dict[str, Any]:
+    """A backup module's argument spec: its own options plus what every one of them takes
+    (the bucket, PostgreSQL and Redis connections, the encryption key and a work directory)."""
+    spec: dict[str, Any] = dict(
+        own,
+        encryption_key=dict(type="str", no_log=True, fallback=(env_fallback, ["THINKUS_BACKUP_ENCRYPTION_KEY"])),
+        work_dir=dict(type="path"),
+    )
+    spec.update(s3.s3_argument_spec())
+    spec.update(pg.postgres_argument_spec())
+    spec.update(rd.redis_argument_spec())
+    return spec
 
 
 @dataclass

@@ -137,7 +137,7 @@ restore_seconds:
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.thinkus.ops.plugins.module_utils import _pg_backup as pg
 from ansible_collections.thinkus.ops.plugins.module_utils import _redis_backup as rd
@@ -150,6 +150,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
     RDB_FILE,
     WorkDir,
+    backup_argument_spec,
     decrypt_objects,
     fetch_objects,
     postgres_dump_path,
@@ -158,7 +159,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
 
 
 def argument_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = dict(
+    return backup_argument_spec(
         key=dict(type="str", no_log=False),
         kind=dict(type="str", choices=["full", "hourly", "redis"]),
         create_database=dict(type="bool", default=False),
@@ -166,13 +167,7 @@ def argument_spec() -> dict[str, Any]:
         redis_databases=dict(type="list", elements="int"),
         redis_key_pattern=dict(type="str", default="*", no_log=False),
         force=dict(type="bool", default=False),
-        encryption_key=dict(type="str", no_log=True, fallback=(env_fallback, ["THINKUS_BACKUP_ENCRYPTION_KEY"])),
-        work_dir=dict(type="path"),
     )
-    spec.update(s3.s3_argument_spec())
-    spec.update(pg.postgres_argument_spec())
-    spec.update(rd.redis_argument_spec())
-    return spec
 
 
 def inspect_postgres(params: dict[str, Any]) -> tuple[pg.PgConn, dict[str, Any], bool]:

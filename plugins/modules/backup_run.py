@@ -147,7 +147,7 @@ timings:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.thinkus.ops.plugins.module_utils import _pg_backup as pg
 from ansible_collections.thinkus.ops.plugins.module_utils import _redis_backup as rd
@@ -160,26 +160,21 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
     BackupRequest,
     WorkDir,
+    backup_argument_spec,
     plan_backup,
     run_backup,
 )
 
 
 def argument_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = dict(
+    return backup_argument_spec(
         kind=dict(type="str", required=True, choices=["full", "hourly", "redis"]),
         postgres_format=dict(type="str", default="custom", choices=["custom", "directory"]),
         postgres_jobs=dict(type="int", default=1),
         postgres_compress=dict(type="int"),
         redis_sample_size=dict(type="int", default=100),
-        encryption_key=dict(type="str", no_log=True, fallback=(env_fallback, ["THINKUS_BACKUP_ENCRYPTION_KEY"])),
-        work_dir=dict(type="path"),
         part_size_mb=dict(type="int", default=32),
     )
-    spec.update(s3.s3_argument_spec())
-    spec.update(pg.postgres_argument_spec())
-    spec.update(rd.redis_argument_spec())
-    return spec
 
 
 def build_request(params: dict[str, Any]) -> BackupRequest:

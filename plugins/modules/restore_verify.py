@@ -196,7 +196,7 @@ import secrets
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.thinkus.ops.plugins.module_utils import _pg_backup as pg
 from ansible_collections.thinkus.ops.plugins.module_utils import _redis_backup as rd
@@ -212,6 +212,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
     RDB_FILE,
     WorkDir,
+    backup_argument_spec,
     decrypt_objects,
     fetch_objects,
     postgres_dump_path,
@@ -222,7 +223,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
 
 
 def argument_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = dict(
+    return backup_argument_spec(
         key=dict(type="str", no_log=False),
         kind=dict(type="str", choices=["full", "hourly", "redis"]),
         scratch_prefix=dict(type="str", default="thinkus_restore_verify"),
@@ -231,13 +232,7 @@ def argument_spec() -> dict[str, Any]:
         compare_to=dict(type="str", default="manifest", choices=["manifest", "live"]),
         rpo_seconds=dict(type="dict", default={}),
         rto_max_seconds=dict(type="float"),
-        encryption_key=dict(type="str", no_log=True, fallback=(env_fallback, ["THINKUS_BACKUP_ENCRYPTION_KEY"])),
-        work_dir=dict(type="path"),
     )
-    spec.update(s3.s3_argument_spec())
-    spec.update(pg.postgres_argument_spec())
-    spec.update(rd.redis_argument_spec())
-    return spec
 
 
 def rpo_for(kind: str, overrides: dict[str, Any]) -> float:
