@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?=
 
-.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows sanity unit integration molecule demo build package clean local-up local-down local-status
+.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows sanity unit integration molecule demo build package clean local-up local-down local-reset local-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ local-up: setup ## start the local environment (idempotent; state in .local/, ca
 local-down: ## stop what the local environment started (PID files); keeps state and caches
 	@if [ -x $(BIN)/python ]; then python -m tools.localenv down; else echo "nothing to stop (no .venv)"; fi
 
+local-reset: setup ## Kubernetes again with an empty etcd (nothing of ours in the cluster); the rest stays up
+	python -m tools.localenv reset
+
 local-status: ## one line per component: up/down and its address
 	@python -m tools.localenv status
 
@@ -65,8 +68,8 @@ molecule: setup ## all Molecule scenarios, or one: make molecule SCENARIO=<name>
 	if [ -n "$$failed" ]; then echo "molecule: failed:$$failed"; exit 1; fi; echo "molecule: all scenarios passed"
 
 demo: local-up ## the whole platform deployed to a local environment on this machine
-	@if [ -f playbooks/deploy.yml ]; then ansible-playbook playbooks/deploy.yml -i inventories/local; \
-	else echo "make demo: the local environment is up (make local-status); playbooks/deploy.yml arrives with the deploy-pipeline work, so there is nothing to deploy yet."; fi
+	@rc=0; ansible-playbook playbooks/deploy.yml -i inventories/local || rc=$$?; \
+	python -m tools.localenv where || true; exit $$rc
 
 build: setup ## the collection tarball (ansible-galaxy collection build)
 	ansible-galaxy collection build --force --output-path .build

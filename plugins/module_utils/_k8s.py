@@ -273,6 +273,19 @@ class K8sClient:
             raise K8sError(message, status=status, reason=reason)
         return json.loads(data) if data else None
 
+    def log_tail(self, namespace: str, pod: str, container: str, lines: int = 5, previous: bool = False) -> str:
+        """The last ``lines`` lines a container wrote (its previous instance with ``previous``); "" if none."""
+        query = urlencode({"container": container, "tailLines": lines, "previous": str(previous).lower()})
+        path = f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/log?{query}"
+        try:
+            status, data = self._send("GET", path, {"Accept": "text/plain"}, None)
+        except Exception:  # a log is a detail of a failure message: never a new failure
+            return ""
+        if not 200 <= status <= 299:
+            return ""
+        text = data.decode(errors="replace") if isinstance(data, bytes) else str(data or "")
+        return text.strip()
+
     def _send(self, method: str, url_path: str, headers: dict[str, str], payload: Any) -> tuple[int, Any]:
         """One HTTP exchange through the kubernetes client; returns (status, body bytes)."""
         if hasattr(self.api, "param_serialize"):  # kubernetes >= 33 (new generator)

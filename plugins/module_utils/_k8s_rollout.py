@@ -143,12 +143,34 @@ def pod_problems(pods: list[dict[str, Any]], limit: int = 3) -> list[str]:
                 parts.append(f"container {cs.get('name')} waiting: {why}")
             if _int(cs.get("restartCount")) > 0:
                 parts.append(f"container {cs.get('name')} restarted {cs.get('restartCount')} times")
+            last = (cs.get("lastState") or {}).get("terminated")
+            if last:
+                parts.append(
+                    f"container {cs.get('name')} last terminated: {last.get('reason', '?')} "
+                    f"(exit code {last.get('exitCode', '?')})"
+                )
         reasons.setdefault("; ".join(parts), []).append((pod.get("metadata") or {}).get("name", "?"))
     out = []
     for reason, names in list(reasons.items())[:limit]:
         shown = ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
         out.append(f"pod {shown}: {reason}")
     return out
+
+
+def crashed_containers(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(pod, container) of every container that has terminated at least once, first ones first."""
+    out = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if (cs.get("lastState") or {}).get("terminated"):
+                out.append(((pod.get("metadata") or {}).get("name", "?"), cs.get("name", "?")))
+    return out
+
+
+def log_excerpt(text: str, lines: int = 5, width: int = 200) -> str:
+    """The last ``lines`` lines of a log, each cut to ``width`` characters, joined by " | "."""
+    kept = [line.rstrip()[:width] for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)
 
 
 def warning_events(events: list[dict[str, Any]], names: set[str], limit: int = 3) -> list[str]:

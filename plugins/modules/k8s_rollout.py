@@ -159,8 +159,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, ObjectRef, k8s_argument_spec
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
     Progress,
+    crashed_containers,
     deployment_progress,
     images_of,
+    log_excerpt,
     owned_replicasets,
     pod_problems,
     previous_revision,
@@ -214,7 +216,12 @@ class Rollout:
             names.update(p["metadata"]["name"] for p in pods)
         events = self.client.list("v1", "Event", self.namespace)
         what = progress.message if progress.failed else f"not rolled out within {timeout:.0f}s ({progress.message})"
-        details = pod_problems(pods) + [f"event {e}" for e in warning_events(events, names)]
+        details = pod_problems(pods)
+        for pod_name, container in crashed_containers(pods)[:1]:
+            excerpt = log_excerpt(self.client.log_tail(self.namespace, pod_name, container, previous=True))
+            if excerpt:
+                details.append(f"last log lines of {pod_name}/{container}: {excerpt}")
+        details += [f"event {e}" for e in warning_events(events, names)]
         return what + ("; " + "; ".join(details) if details else "")
 
     def rollback(self, name: str, revision: int | None) -> dict[str, Any]:

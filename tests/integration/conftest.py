@@ -14,6 +14,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "tests" / "k8s" / "crds" / "cert-manager"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that reset the cluster to empty run first, so no other test loses the state it built."""
+    items.sort(key=lambda item: item.get_closest_marker("empty_cluster") is None)
+
+
 @pytest.fixture(scope="session")
 def cert_manager_crds() -> None:
     """cert-manager's CRDs (the test copies), applied idempotently and left installed like any add-on."""

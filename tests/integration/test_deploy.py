@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,7 +152,23 @@ def test_prod_without_its_vault_is_refused_in_preflight(tmp_path: Path, remote_e
     assert "No vault for prod" in result.output
 
 
-def test_local_deploy_then_noop_then_truthful_preview_then_bad_input(tmp_path: Path) -> None:
+@pytest.fixture
+def empty_cluster() -> None:
+    """The local Kubernetes restarted with an empty etcd: no namespace, CRD or object of ours.
+
+    A brand-new machine's first deploy meets exactly this cluster; the test that takes this
+    fixture runs before every other test (conftest), so nothing else loses its state.
+    """
+    subprocess.run([sys.executable, "-m", "tools.localenv", "reset"], cwd=REPO_ROOT, check=True)
+    api = config.new_client_from_config(config_file=str(LOCAL / "kubeconfig"))
+    ours = {"thinkus", "monitoring"} & {n.metadata.name for n in client.CoreV1Api(api).list_namespace().items}
+    assert not ours, f"the reset cluster still has {ours}"
+
+
+@pytest.mark.empty_cluster
+def test_local_deploy_into_an_empty_cluster_then_noop_then_truthful_preview_then_bad_input(
+    tmp_path: Path, empty_cluster: None
+) -> None:
     artifacts = LOCAL / "artifacts"
     first = run_playbook(DEPLOY, inventory="inventories/local")
     assert first.rc == 0, first.output[-5000:]

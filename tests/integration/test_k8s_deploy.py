@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The k8s_deploy role against the local environment's kube-apiserver (kwok nodes).
+"""The k8s_deploy role against the local environment's kube-apiserver (on its kwok nodes).
 
 Each test deploys into a namespace of its own (thinkus-test-k8s-deploy-<random>) through
 inventories/local, like an operator would, then reads back from the API server what the
@@ -74,6 +74,10 @@ def deploy(namespace: str, **extra: Any) -> PlaybookResult:
         "k8s_deploy_service_overrides": copy.deepcopy(SMALL),
         "k8s_deploy_rollout_timeout": 60,
         "thinkus_local_dir": str(REPO_ROOT / ".local"),
+        # Tags v1/v2 exist in no registry: these scenarios (scale, never-ready, lock) run on the
+        # kwok nodes, whose pods need no image; test_real_node.py proves the real node.
+        "k8s_deploy_node_selector": {"type": "kwok"},
+        "k8s_deploy_tolerations": [],
     }
     options = {k: extra.pop(k) for k in ("check", "diff", "verbosity", "json_output") if k in extra}
     extra_vars.update(extra)

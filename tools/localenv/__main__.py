@@ -3,6 +3,8 @@
     python -m tools.localenv up [component ...]
     python -m tools.localenv down [component ...]
     python -m tools.localenv status
+    python -m tools.localenv reset      (Kubernetes again with an empty etcd)
+    python -m tools.localenv where      (what `make demo` deployed and where to look)
 
 Components come up in dependency order and go down in reverse. Non-secret endpoints are
 written to .local/endpoints.yml; credentials stay in .local/credentials.yml (0600).
@@ -11,6 +13,7 @@ written to .local/endpoints.yml; credentials stay in .local/credentials.yml (060
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,10 +21,22 @@ from types import ModuleType
 
 import yaml
 
-from . import alertmanager, docker, images, k8s, postgres, prometheus, redis, registry, s3, vercel
+from . import alertmanager, docker, images, k8s, node, postgres, prometheus, redis, registry, s3, vercel
 from ._proc import Context, LocalEnvError, say
 
-COMPONENTS: list[ModuleType] = [docker, images, registry, postgres, redis, s3, alertmanager, prometheus, vercel, k8s]
+COMPONENTS: list[ModuleType] = [
+    docker,
+    images,
+    registry,
+    postgres,
+    redis,
+    s3,
+    alertmanager,
+    prometheus,
+    vercel,
+    k8s,
+    node,
+]
 BY_NAME = {m.NAME: m for m in COMPONENTS}
 
 
@@ -68,6 +83,51 @@ def cmd_down(ctx: Context, names: list[str], session: Path | None = None) -> Non
         say(f"{comp.NAME}: stopped")
 
 
+def cmd_reset(ctx: Context) -> None:
+    """An empty cluster (nothing of ours in it), the rest of the environment as it is."""
+    t0 = time.monotonic()
+    # The kubelet registers its Node once, at start: it goes down and up with the cluster.
+    node_was_up = node.status(ctx)[0]
+    node.down(ctx)
+    k8s.reset(ctx)
+    if node_was_up:
+        node.up(ctx)
+    say(f"kubernetes: reset to an empty cluster in {time.monotonic() - t0:.1f}s")
+
+
+def cmd_where(ctx: Context) -> int:
+    """The last lines of `make demo`: the deploy's result and every address a user wants next."""
+    try:
+        endpoints = yaml.safe_load((ctx.state_dir / "endpoints.yml").read_text()) or {}
+    except FileNotFoundError:
+        endpoints = {}
+    summary_path = ctx.state_dir / "artifacts" / "deploy-summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (FileNotFoundError, ValueError):
+        summary = {}
+    urls = summary.get("urls") or {}
+    print("")
+    print(f"thinkus demo: result={summary.get('result', 'unknown')} changed={summary.get('changed', '?')}")
+    for host, url in sorted(urls.items()):
+        print(f"  API host {host:<22} {url}  (the Ingress object; see docs/development.md for what serves it)")
+    rows = [
+        ("Prometheus", endpoints.get("prometheus_url")),
+        ("Alertmanager", endpoints.get("alertmanager_url")),
+        ("Kubernetes API", endpoints.get("k8s_server")),
+        ("kubeconfig", endpoints.get("kubeconfig")),
+        ("registry", endpoints.get("registry_url")),
+        ("Vercel API stand-in", endpoints.get("vercel_api_url")),
+    ]
+    for label, value in rows:
+        if value:
+            print(f"  {label:<31} {value}")
+    print(f"  {'deploy summary':<31} {summary_path}")
+    print("  every component and its state:  make local-status")
+    print("  stop it all (state and caches stay for a warm start):  make local-down")
+    return 0 if summary.get("result") == "ok" else 1
+
+
 def cmd_status(ctx: Context, names: list[str]) -> int:
     down = 0
     for comp in _select(names):
@@ -79,7 +139,7 @@ def cmd_status(ctx: Context, names: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="local-env", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "reset", "status", "where"])
     parser.add_argument("components", nargs="*")
     parser.add_argument(
         "--session",
@@ -91,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "up":
             cmd_up(ctx, args.components, args.session)
+        elif args.action == "where":
+            return cmd_where(ctx)
+        elif args.action == "reset":
+            cmd_reset(ctx)
         elif args.action == "down":
             cmd_down(ctx, args.components, args.session)
         else:

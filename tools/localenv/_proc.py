@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -261,3 +262,47 @@ def run(
     if not quiet and os.environ.get("THINKUS_VERBOSE"):
         sys.stdout.write(res.stdout.decode(errors="replace"))
     return res
+
+
+def run_with_progress(
+    argv: Sequence[str],
+    what: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    every: float = 30.0,
+    unit: str = "lines",
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a long command, saying every ``every`` seconds that ``what`` is still going.
+
+    Each progress line gives the elapsed time and how many lines of output the command has
+    written so far (``go build -v`` and ``go mod download -x`` write one per package), so a
+    user watching a cold build sees it move. On failure raise with the output's tail.
+    """
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        list(argv),
+        env=full_env,
+        cwd=str(cwd) if cwd else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    while True:
+        try:
+            proc.wait(timeout=every)
+            break
+        except subprocess.TimeoutExpired:
+            say(f"  ... {what}: {time.monotonic() - started:.0f}s, {len(lines)} {unit} so far")
+    reader.join()
+    out = b"".join(lines)
+    if proc.returncode != 0:
+        tail_text = out.decode(errors="replace")[-4000:]
+        raise LocalEnvError(f"command failed ({proc.returncode}): {' '.join(argv[:3])} ...\n{tail_text}")
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, None)

@@ -7,7 +7,7 @@ built from the Go modules pinned in tools/k8s and tools/kwok into the persistent
 (``ctx.cache_dir``) once per version; certificates, etcd data and kubeconfigs live in
 ``ctx.state_dir`` and survive ``down`` so the next ``up`` is warm.
 
-Standalone: ``python -m tools.localenv.k8s up|down|status`` from the repository root.
+Standalone: ``python -m tools.localenv.k8s up|down|reset|status`` from the repository root.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from tools.localenv._proc import (
     Context,
     LocalEnvError,
     run,
+    run_with_progress,
     say,
     spawn,
     stop,
@@ -76,7 +77,9 @@ ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK = (
 )
 COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
 
-K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The control plane, kubectl, and the real node's kubelet and kube-proxy (tools/localenv/node.py):
+# one module, one version.
+K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 # Wall clock on a 2-core machine with an empty Go cache, for the progress message; the
 # first command pays for most of the shared packages.
 COLD_BUILD_MINUTES = {
@@ -84,9 +87,14 @@ COLD_BUILD_MINUTES = {
     "kube-controller-manager": 2,
     "kube-scheduler": 1,
     "kubectl": 1,
+    "kubelet": 2,
+    "kube-proxy": 1,
     "kwok": 1,
     "etcd": 2,
 }
+
+# Downloading a module's dependencies into an empty module cache.
+COLD_DOWNLOAD_MINUTES = {"kubernetes": 3, "kwok": 1, "etcd": 1}
 
 NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
 NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -191,20 +199,32 @@ def _build_module(ctx: Context, go: str, mod: _Module) -> dict[str, Path]:
     if all(p.exists() for p in bins.values()) and stamp_file.exists() and stamp_file.read_text().strip() == want:
         return bins
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    cold = COLD_DOWNLOAD_MINUTES.get(mod.label, 1)
+    say(f"downloading the Go modules of {mod.label} {mod.version} (into an empty module cache: ~{cold} min)")
+    run_with_progress(
+        [go, "mod", "download", "-x"],
+        f"downloading {mod.label} modules",
+        env=_go_env(ctx),
+        cwd=mod.directory,
+        unit="download steps",
+    )
+    say(f"modules of {mod.label} ready in {time.monotonic() - started:.0f}s")
     ldflags = "-s -w"
     if mod.label == "kubernetes":
         ldflags = _k8s_ldflags(mod.version, _release_date(ctx, go, mod.directory, "k8s.io/kubernetes"))
     for name, package in mod.commands.items():
         say(
-            f"building {name} {mod.version} (cold build takes ~{COLD_BUILD_MINUTES.get(name, 3)} min, "
-            f"later ones reuse the Go cache)..."
+            f"building {name} {mod.version} (cold build on 2 cores: ~{COLD_BUILD_MINUTES.get(name, 3)} min, "
+            f"later ones reuse the Go cache)"
         )
         started = time.monotonic()
-        run(
-            [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(bins[name]), package],
+        run_with_progress(
+            [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(bins[name]), package],
+            f"building {name}",
             env=_go_env(ctx),
             cwd=mod.directory,
-            quiet=True,
+            unit="packages compiled",
         )
         say(f"built {name} in {time.monotonic() - started:.0f}s")
     stamp_file.write_text(want + "\n")
@@ -259,6 +279,13 @@ CERTS = (
     _Cert("kube-scheduler", "system:kube-scheduler", client=True),
     # kwok writes the status of every node and pod it manages, as a kubelet would for all of them.
     _Cert("kwok", "kwok", orgs=("system:masters",), client=True),
+    # The real node (tools/localenv/node.py): the kubelet as the Node authorizer expects it,
+    # kube-proxy as the default RBAC's system:node-proxier subject, CoreDNS with a read-only role,
+    # and the API server's own client certificate for the kubelet (logs, exec, port-forward).
+    _Cert("kubelet", "system:node:thinkus-node-0", orgs=("system:nodes",), client=True),
+    _Cert("kube-proxy", "system:kube-proxy", client=True),
+    _Cert("coredns", "thinkus-local:coredns", client=True),
+    _Cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",), client=True),
 )
 CERT_DAYS = 365
 CA_DAYS = 3650
@@ -586,6 +613,10 @@ def _apiserver_argv(ctx: Context, binary: Path) -> list[str]:
         "--endpoint-reconciler-type=none",
         "--allow-privileged=true",
         "--profiling=false",
+        # kubectl logs/exec on the real node: the kubelet is reached at its InternalIP.
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
     ]
 
 
@@ -640,6 +671,15 @@ def _kwok_argv(ctx: Context, binary: Path) -> list[str]:
     ]
 
 
+def _cmdline_differs(pid: int, argv: Sequence[str]) -> bool:
+    """True when the running process ``pid`` was started with other arguments than ``argv``."""
+    try:
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return False
+    return [a.decode(errors="replace") for a in running] != list(argv)
+
+
 def _start(
     ctx: Context,
     name: str,
@@ -649,7 +689,12 @@ def _start(
     context: ssl.SSLContext,
     timeout: float,
 ) -> None:
-    running = tracked_pid(ctx, name) is not None
+    pid = tracked_pid(ctx, name)
+    if pid and _cmdline_differs(pid, argv):
+        say(f"{name}: its command line changed (a newer checkout), restarting it")
+        stop(ctx, name)
+        pid = None
+    running = pid is not None
     spawn(ctx, name, argv, ports=() if running else ports)
     if not running:
         say(f"started {name}")
@@ -794,6 +839,25 @@ def down(ctx: Context) -> None:
             say(f"stopped {name}")
 
 
+def reset(ctx: Context) -> dict[str, str]:
+    """Restart our control plane with an empty etcd: a cluster with nothing of ours in it.
+
+    The certificates stay (clients keep trusting the API server); every object goes,
+    namespaces, CRDs and nodes included, exactly as on a brand-new machine.
+    """
+    if external_kubeconfig(ctx):
+        raise LocalEnvError(
+            "kubernetes: KUBECONFIG/THINKUS_KUBECONFIG points at a cluster this project did not start; "
+            "refusing to reset it (unset them to reset the local one)"
+        )
+    down(ctx)
+    data = k8s_dir(ctx) / "etcd"
+    if data.exists():
+        shutil.rmtree(data)
+        say(f"removed etcd data {data}")
+    return up(ctx)
+
+
 def main(argv: Sequence[str]) -> int:
     ctx = Context()
     command = argv[0] if argv else "status"
@@ -801,12 +865,14 @@ def main(argv: Sequence[str]) -> int:
         print(json.dumps(up(ctx)))
     elif command == "down":
         down(ctx)
+    elif command == "reset":
+        print(json.dumps(reset(ctx)))
     elif command == "status":
         ok, where = status(ctx)
         print(f"{NAME}: {'up' if ok else 'down'} - {where}")
         return 0 if ok else 1
     else:
-        print("usage: python -m tools.localenv.k8s up|down|status", file=sys.stderr)
+        print("usage: python -m tools.localenv.k8s up|down|reset|status", file=sys.stderr)
         return 2
     return 0
 

@@ -247,6 +247,30 @@ def test_pod_problems_and_warning_events_are_summarised() -> None:
     assert _k8s_rollout.warning_events(events, {"api-0"}) == ["Pod api-0: BackOff: pulling"]
 
 
+def test_crash_looping_container_names_its_last_termination_and_log() -> None:
+    crashed = {
+        "metadata": {"name": "api-7"},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+            "containerStatuses": [
+                {
+                    "name": "orchestrator",
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                    "lastState": {"terminated": {"reason": "Error", "exitCode": 3}},
+                }
+            ],
+        },
+    }
+    healthy = {"metadata": {"name": "api-1"}, "status": {"containerStatuses": [{"name": "orchestrator"}]}}
+    (problem,) = _k8s_rollout.pod_problems([crashed])
+    assert "container orchestrator waiting: CrashLoopBackOff back-off 40s" in problem
+    assert "container orchestrator last terminated: Error (exit code 3)" in problem
+    assert _k8s_rollout.crashed_containers([healthy, crashed]) == [("api-7", "orchestrator")]
+    log = "boot\n\nconfig missing: DB_URL\n" + "x" * 500 + "\n"
+    assert _k8s_rollout.log_excerpt(log, lines=2, width=10) == "config mis | xxxxxxxxxx"
+
+
 # ------------------------------------------------------------------ lease
 
 
