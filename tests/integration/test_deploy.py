@@ -170,6 +170,14 @@ def test_local_deploy_into_an_empty_cluster_then_noop_then_truthful_preview_then
     tmp_path: Path, empty_cluster: None
 ) -> None:
     artifacts = LOCAL / "artifacts"
+    # A preview of the first deploy: truthful about what it would create, and nothing created.
+    preview_first = run_playbook(DEPLOY, inventory="inventories/local", check=True, diff=True)
+    assert preview_first.rc == 0, preview_first.output[-5000:]
+    assert _summary(artifacts)["result"] == "ok"
+    assert _summary(artifacts)["stages"]["backend"]["changed"] > 0
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(LOCAL / "kubeconfig")))
+    assert "thinkus" not in {n.metadata.name for n in core.list_namespace().items}
+
     first = run_playbook(DEPLOY, inventory="inventories/local")
     assert first.rc == 0, first.output[-5000:]
     summary = _summary(artifacts)

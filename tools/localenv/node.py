@@ -90,8 +90,6 @@ COREDNS_READY_PORT = 19181
 CONTAINERD, KUBELET, KUBE_PROXY, COREDNS = "node-containerd", "kubelet", "kube-proxy", "coredns"
 PROCESSES = (CONTAINERD, KUBELET, KUBE_PROXY, COREDNS)
 
-COLD_BUILD_MINUTES = {"coredns": 4, "pause": 1}
-
 
 def node_dir(ctx: Context) -> Path:
     return ctx.state_dir / "node"
@@ -115,6 +113,7 @@ def build(ctx: Context) -> dict[str, Path]:
         {"coredns": "github.com/coredns/coredns"},
     )
     pause = k8s._Module(PAUSE_MODULE, "pause", "local", {"pause": "."})
+    k8s._announce_cold_build(ctx, go, (coredns, pause))
     for mod in (coredns, pause):
         bins.update(k8s._build_module(ctx, go, mod))
     return bins
