@@ -12,6 +12,8 @@ they passed, that no secret reached the output, and a few things only the server
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Iterator
@@ -104,17 +106,92 @@ def test_vercel_env_target(api: VercelAPIServer, token: str, tmp_path: Path) -> 
         "nextauth_secret": "nas_" + secrets.token_hex(12),
         "nextauth_secret_rotated": "nas_" + secrets.token_hex(12),
         "stripe_secret": "sk_test_" + secrets.token_hex(12),
+        "stripe_secret_rotated": "sk_test_" + secrets.token_hex(12),
         "extra_value": "extra_" + secrets.token_hex(12),
+        "fingerprint_key": secrets.token_hex(32),
     }
     result = run_target("vercel_env", api, token, tmp_path, vercel_test_values=values)
     assert_passed(result)
     assert token not in result.output
     for name, value in values.items():
         assert value not in result.output, f"{name} leaked into the -vvv output"
+    # The fingerprints the module wrote (HMAC under fingerprint_key) are never printed either.
+    for key, value in (
+        ("NEXTAUTH_SECRET", values["nextauth_secret"]),
+        ("NEXTAUTH_SECRET", values["nextauth_secret_rotated"]),
+        ("STRIPE_SECRET_KEY", values["stripe_secret"]),
+        ("STRIPE_SECRET_KEY", values["stripe_secret_rotated"]),
+    ):
+        fingerprint = fingerprint_of(values["fingerprint_key"], key, value)
+        assert fingerprint not in result.output, f"the fingerprint of {key} leaked into the -vvv output"
 
     held = {(e["key"], tuple(e["target"])) for e in api.env_of(PROJECT)}
     # The target's cleanup removed what it created and left the unmanaged variable alone.
     assert held == {("UNMANAGED_DEV_ONLY", ("development",))}
+
+
+def fingerprint_of(key: str, name: str, value: str) -> str:
+    """The fingerprint vercel_env documents: HMAC-SHA256 under the key, computed independently here."""
+    return hmac.new(key.encode(), f"thinkus.ops.vercel_env:v1\0{name}\0{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def test_vercel_env_fingerprints_rotation_of_encrypted_and_sensitive(
+    api: VercelAPIServer, token: str, tmp_path: Path
+) -> None:
+    """The issue's acceptance scenario, checked on what the server holds: comments carry keyed fingerprints."""
+    key = secrets.token_hex(32)
+    old = {"ENC": "enc_" + secrets.token_hex(8), "SENS": "sens_" + secrets.token_hex(8)}
+    new = {"ENC": "enc_" + secrets.token_hex(8), "SENS": "sens_" + secrets.token_hex(8)}
+    playbook = tmp_path / "rotate.yml"
+    playbook.write_text(
+        "---\n"
+        "- name: Rotate\n"
+        "  hosts: localhost\n"
+        "  connection: local\n"
+        "  gather_facts: false\n"
+        "  vars:\n"
+        '    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+        "  tasks:\n"
+        "    - name: Set the variables\n"
+        "      thinkus.ops.vercel_env:\n"
+        '        api_url: "{{ api }}"\n'
+        '        token: "{{ tok }}"\n'
+        '        team_id: "{{ team }}"\n'
+        '        project: "{{ project }}"\n'
+        '        fingerprint_key: "{{ key }}"\n'
+        "        variables:\n"
+        '          - {key: ENC, value: "{{ values.ENC }}", targets: [production], type: encrypted}\n'
+        '          - {key: SENS, value: "{{ values.SENS }}", targets: [production], type: sensitive}\n'
+    )
+
+    def run(values: dict[str, str]) -> dict[str, Any]:
+        extra = dict(api=api.url, tok=token, team=TEAM, project=PROJECT, key=key, values=values)
+        result = run_playbook(playbook, extra_vars=extra, env={"VERCEL_TOKEN": ""}, json_output=True, verbosity=3)
+        assert result.rc == 0, failure_excerpt(result)
+        for secret in (token, key, *values.values()):
+            assert secret not in result.output
+        return result.task("Set the variables")
+
+    assert run(old)["changed"]
+    held = {e["key"]: e for e in api.env_of(PROJECT)}
+    for name in ("ENC", "SENS"):
+        assert fingerprint_of(key, name, old[name]) in held[name]["comment"]
+        assert hashlib.sha256(old[name].encode()).hexdigest() not in held[name]["comment"]
+    assert not run(old)["changed"]
+
+    api.clear()
+    rotated = run(new)
+    assert rotated["changed"]
+    assert sorted(c["key"] for c in rotated["changes"]) == ["ENC", "SENS"]
+    patches = api.requests_for("PATCH")
+    assert len(patches) == 2 and len(api.mutations()) == 2
+    held = {e["key"]: e for e in api.env_of(PROJECT)}
+    assert {name: held[name]["value"] for name in new} == new
+    assert fingerprint_of(key, "SENS", new["SENS"]) in held["SENS"]["comment"]
+
+    api.clear()
+    assert not run(new)["changed"]
+    assert api.mutations() == []
 
 
 def test_frontend_playbook(api: VercelAPIServer, token: str, tmp_path: Path) -> None:
