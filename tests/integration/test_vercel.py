@@ -199,11 +199,14 @@ def test_frontend_playbook(api: VercelAPIServer, token: str, tmp_path: Path) -> 
     site.mkdir()
     (site / "index.html").write_text("<html>thinkus</html>\n")
     secret = "nas_" + secrets.token_hex(12)
+    stripe = "sk_test_" + secrets.token_hex(12)
+    fingerprint_key = secrets.token_hex(32)
     extra_vars = dict(
         frontend_vercel_project=PROJECT,
         frontend_vercel_team_id=TEAM,
         frontend_vercel_api_url=api.url,
         frontend_vercel_token=token,
+        frontend_vercel_fingerprint_key=fingerprint_key,
         frontend_source_dir=str(site),
         frontend_commit_sha="c" * 40,
         frontend_api_host="api.staging.thinkus.test",
@@ -216,6 +219,7 @@ def test_frontend_playbook(api: VercelAPIServer, token: str, tmp_path: Path) -> 
                 "type": "plain",
             },
             {"key": "NEXTAUTH_SECRET", "value": secret, "targets": ["production", "preview"]},
+            {"key": "STRIPE_SECRET_KEY", "value": stripe, "targets": ["production"], "type": "sensitive"},
         ],
     )
     env = {"VERCEL_TOKEN": "", "VERCEL_TEAM_ID": ""}
@@ -240,7 +244,11 @@ def test_frontend_playbook(api: VercelAPIServer, token: str, tmp_path: Path) -> 
     assert held["production"] == deploy["deployment"]["id"]
     deployed = next(d for d in held["deployments"] if d["id"] == deploy["deployment"]["id"])
     assert {f["file"] for f in deployed["files"]} == {"index.html", "vercel.json"}
-    assert {e["key"] for e in held["envs"]} == {"NEXT_PUBLIC_API_URL", "NEXTAUTH_SECRET"}
+    assert {e["key"] for e in held["envs"]} == {"NEXT_PUBLIC_API_URL", "NEXTAUTH_SECRET", "STRIPE_SECRET_KEY"}
+    # The playbook passed frontend_vercel_fingerprint_key: the secrets carry its fingerprints.
+    stored = {e["key"]: e for e in api.env_of(PROJECT)}
+    assert fingerprint_of(fingerprint_key, "STRIPE_SECRET_KEY", stripe) in stored["STRIPE_SECRET_KEY"]["comment"]
+    assert fingerprint_of(fingerprint_key, "NEXTAUTH_SECRET", secret) in stored["NEXTAUTH_SECRET"]["comment"]
 
     again = run_playbook("playbooks/frontend.yml", extra_vars=extra_vars, env=env, json_output=True, verbosity=3)
     assert again.rc == 0, failure_excerpt(again)
@@ -249,4 +257,5 @@ def test_frontend_playbook(api: VercelAPIServer, token: str, tmp_path: Path) -> 
     assert not again.task("Render vercel.json")["changed"]
     for result in (check, first, again):
         assert token not in result.output
-        assert secret not in result.output
+        for value in (secret, stripe, fingerprint_key, fingerprint_of(fingerprint_key, "STRIPE_SECRET_KEY", stripe)):
+            assert value not in result.output
