@@ -46,7 +46,7 @@ options:
         naming the wait, instead of retrying into a window the API says is closed.
       - Other 5xx answers, and connection errors of read requests, are retried with exponential
         backoff and jitter, each wait capped at O(retry_max_delay).
-      - Creating a deployment is not retried blindly after a 5xx or a timeout: the module first
+      - Creating a deployment is not retried blindly after a 5xx or a timeout; the module first
         looks for the deployment that call may have created (see M(thinkus.ops.vercel_deploy)).
       - Other 4xx answers are never retried.
     type: int

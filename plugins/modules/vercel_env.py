@@ -40,16 +40,18 @@ attributes:
       - The diff lists keys, targets and types. Values are shown as C(<hidden>), or
         C(<hidden, changed>) when they would change.
   idempotent:
-    support: full
+    support: partial
     details:
       - C(sensitive) values (and C(encrypted) ones Vercel does not decrypt) are compared through the
         fingerprint in their comment, which needs O(fingerprint_key).
       - A C(sensitive) or undecryptable variable without a fingerprint (created outside the module,
         or before fingerprints) is written once to record one, and reported as changed.
-      - Changing O(fingerprint_key) makes every fingerprint differ: the next run writes each such
+      - Changing O(fingerprint_key) makes every fingerprint differ, so the next run writes each such
         value once.
       - With O(overwrite_unreadable=true) such values are written on every run instead, which then
         always reports a change.
+      - A C(sensitive) value changed outside Ansible without touching its comment still matches its
+        fingerprint, so the module does not see that change.
 options:
   project:
     description:
