@@ -42,15 +42,19 @@ options:
     description:
       - How many times a failed request is retried before the module fails.
       - HTTP 429 and 503 are retried after the time their C(Retry-After) header asks for (seconds
-        or an HTTP date), capped at O(retry_max_delay).
+        or an HTTP date). When that is longer than O(retry_max_delay) the module fails at once,
+        naming the wait, instead of retrying into a window the API says is closed.
       - Other 5xx answers, and connection errors of read requests, are retried with exponential
         backoff and jitter, each wait capped at O(retry_max_delay).
+      - Creating a deployment is not retried blindly after a 5xx or a timeout; the module first
+        looks for the deployment that call may have created (see M(thinkus.ops.vercel_deploy)).
       - Other 4xx answers are never retried.
     type: int
     default: 5
   retry_max_delay:
     description:
-      - The longest wait in seconds between two attempts, whatever C(Retry-After) asks for.
+      - The longest wait in seconds between two attempts. A C(Retry-After) asking for more fails
+        the task at once.
     type: float
     default: 60
 notes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import email.utils
 import hashlib
+import hmac
 import json
 import os
 import random
@@ -42,6 +43,14 @@ FAILED_STATES = frozenset(("ERROR", "CANCELED"))
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_TARGETS = ("production", "preview", "development")
 ENV_TYPES = ("encrypted", "sensitive", "plain")
+
+# lastAliasRequest.jobStatus values of a promote or rollback (the official CLI polls these).
+ALIAS_JOB_PENDING = frozenset(("pending", "in-progress"))
+
+# The value fingerprint vercel_env keeps in a variable's comment. Vercel allows 500 characters.
+FINGERPRINT_VERSION = "v1"
+FINGERPRINT_RE = re.compile(r"value fingerprint (v1):([0-9a-f]{64})")
+FINGERPRINT_KEY_MIN_LENGTH = 32
 
 
 def vercel_argument_spec() -> dict[str, Any]:
@@ -105,6 +114,25 @@ class VercelAPIError(VercelError):
         )
 
 
+class VercelRetryAfterError(VercelAPIError):
+    """Vercel asked for a longer wait (Retry-After) than the task may wait: fail now, naming it."""
+
+    def __init__(self, method: str, endpoint: str, status: int, code: str, wait: float, cap: float) -> None:
+        self.wait = wait
+        self.cap = cap
+        super().__init__(method, endpoint, status, code, "")
+
+    def describe(self) -> str:
+        return (
+            f"Vercel API {self.method} {self.endpoint} answered HTTP {self.status}, error code {self.code!r}, "
+            f"with Retry-After {self.wait:.0f}s, longer than retry_max_delay ({self.cap:g}s): not retrying "
+            f"while the API says its window is closed; run again in {self.wait:.0f}s or raise retry_max_delay."
+        )
+
+    def to_result(self) -> dict[str, Any]:
+        return dict(super().to_result(), retry_after=self.wait)
+
+
 # --------------------------------------------------------------------------- retry policy (pure)
 
 
@@ -149,6 +177,19 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rand: float) -> float:
     return ceiling / 2 + (ceiling / 2) * rand
 
 
+def retry_after_too_long(status: int | None, retry_after: str | None, policy: RetryPolicy, now: float) -> float | None:
+    """The wait a 429/503 asks for when it is longer than ``policy.max_delay`` (else None).
+
+    Waiting less than asked only burns attempts against a window the API said is closed.
+    """
+    if status not in RETRY_AFTER_STATUSES:
+        return None
+    wait = parse_retry_after(retry_after, now)
+    if wait is not None and wait > policy.max_delay:
+        return wait
+    return None
+
+
 def retry_delay(
     method: str,
     status: int | None,
@@ -157,17 +198,22 @@ def retry_delay(
     policy: RetryPolicy,
     now: float,
     rand: float,
+    server_errors: bool = True,
 ) -> float | None:
     """Seconds to wait before retrying, or None when the failure is final.
 
     ``attempt`` counts the retries already made. ``status`` None means no HTTP response
     (connection refused, timeout): only reads are retried then, because a write may
-    have reached the server.
+    have reached the server. ``server_errors=False`` is for writes that must not be
+    repeated blindly (creating a deployment): only 429, which Vercel answers before doing
+    anything, is retried; a 5xx goes back to the caller, which looks before it writes again.
     """
     if attempt >= policy.retries:
         return None
     if status is None:
         return backoff_delay(attempt, policy, rand) if method == "GET" else None
+    if not server_errors and status != 429:
+        return None
     if status in RETRY_AFTER_STATUSES:
         wait = parse_retry_after(retry_after, now)
         if wait is not None:
@@ -217,6 +263,72 @@ def deployment_failure(deployment: dict[str, Any]) -> str:
     if deployment.get("inspectorUrl"):
         text += f" (inspect: {deployment['inspectorUrl']})"
     return text
+
+
+# --------------------------------------------------------------------------- promote / rollback job (pure)
+
+
+def alias_job_status(project: dict[str, Any], deployment_id: str, kind: str) -> tuple[str, dict[str, Any]]:
+    """Classify the project's alias job for ``deployment_id`` as pending, succeeded or failed.
+
+    Vercel records the last promote or rollback in ``project.lastAliasRequest``
+    (``jobStatus``: pending, in-progress, succeeded, failed, skipped). A job for another
+    deployment or of another kind is not ours yet: pending, unless production already
+    points at the deployment (a job Vercel did not need to run).
+    """
+    job = project.get("lastAliasRequest") or {}
+    production = ((project.get("targets") or {}).get("production") or {}).get("id")
+    if job.get("toDeploymentId") != deployment_id or job.get("type", kind) != kind:
+        return ("succeeded" if production == deployment_id else "pending"), job
+    status = job.get("jobStatus")
+    if status in ALIAS_JOB_PENDING:
+        return "pending", job
+    if status == "succeeded":
+        return "succeeded", job
+    if status == "skipped" and production == deployment_id:
+        return "succeeded", job
+    return "failed", job
+
+
+def alias_job_failure(job: dict[str, Any], kind: str, failed_aliases: list[dict[str, Any]]) -> str:
+    """An operator-facing sentence for a promote or rollback job that did not succeed."""
+    text = (
+        f"Vercel {kind} of deployment {job.get('toDeploymentId', '?')} ended with "
+        f"lastAliasRequest.jobStatus {job.get('jobStatus')!r}"
+    )
+    if job.get("fromDeploymentId"):
+        text += f" (production stays on {job['fromDeploymentId']})"
+    names = []
+    for item in failed_aliases:
+        alias = item.get("alias") or {}
+        name = alias.get("alias") if isinstance(alias, dict) else alias
+        names.append(f"{name} ({item.get('status', 'failed')})")
+    if names:
+        text += "; aliases Vercel could not move: " + ", ".join(names)
+    return text
+
+
+# --------------------------------------------------------------------------- value fingerprints (pure)
+
+
+def value_fingerprint(key: str, name: str, value: str) -> str:
+    """HMAC-SHA256 of a variable's name and value under the operator's fingerprint key.
+
+    Keyed so that the comment it is stored in says nothing about the value to anyone
+    without the key (an unkeyed hash of a short secret can be brute-forced).
+    """
+    message = f"thinkus.ops.vercel_env:{FINGERPRINT_VERSION}\0{name}\0{value}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def fingerprint_comment(fingerprint: str) -> str:
+    return f"Managed by Ansible (thinkus.ops.vercel_env); value fingerprint {FINGERPRINT_VERSION}:{fingerprint}"
+
+
+def comment_fingerprint(comment: str | None) -> str | None:
+    """The fingerprint a comment written by ``fingerprint_comment`` holds, None otherwise."""
+    match = FINGERPRINT_RE.search(comment or "")
+    return match.group(2) if match else None
 
 
 # --------------------------------------------------------------------------- files (pure but for reading)
@@ -333,8 +445,12 @@ class VercelClient:
         body: Any = None,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
+        server_errors: bool = True,
     ) -> Any:
-        """Send one API call with retries; returns the decoded JSON body (None when empty)."""
+        """Send one API call with retries; returns the decoded JSON body (None when empty).
+
+        ``server_errors=False``: a 5xx is not retried here (see ``retry_delay``).
+        """
         send_headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if body is not None:
             data = json.dumps(body).encode()
@@ -365,7 +481,12 @@ class VercelClient:
                 code, message, error = "connection_error", str(reason), {}
             except ValueError as exc:
                 raise VercelAPIError(method, path, 200, "invalid_json", f"response is not JSON: {exc}") from None
-            wait = retry_delay(method, status, attempt, retry_after, self.policy, self._clock(), self._rand())
+            too_long = retry_after_too_long(status, retry_after, self.policy, self._clock())
+            if too_long is not None and status is not None:
+                raise VercelRetryAfterError(method, path, status, code, too_long, self.policy.max_delay)
+            wait = retry_delay(
+                method, status, attempt, retry_after, self.policy, self._clock(), self._rand(), server_errors
+            )
             if wait is None:
                 raise VercelAPIError(
                     method,
@@ -388,7 +509,14 @@ class VercelClient:
     # -- deployments
 
     def create_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/v13/deployments", query={"skipAutoDetectionConfirmation": "1"}, body=body)
+        """One create call. A 5xx or a timeout is not retried here: the deployment may exist."""
+        return self.request(
+            "POST",
+            "/v13/deployments",
+            query={"skipAutoDetectionConfirmation": "1"},
+            body=body,
+            server_errors=False,
+        )
 
     def get_deployment(self, id_or_url: str) -> dict[str, Any]:
         return self.request("GET", f"/v13/deployments/{quote(id_or_url, safe='')}")
@@ -449,11 +577,26 @@ class VercelClient:
             query={"description": description},
         )
 
+    def failed_aliases(self, project_id: str, kind: str) -> list[dict[str, Any]]:
+        """Aliases the last promote (or rollback) could not move, as the official CLI lists them."""
+        if kind == "promote":
+            path = f"/v1/projects/{quote(project_id, safe='')}/promote/aliases"
+        else:
+            path = f"/v9/projects/{quote(project_id, safe='')}/rollback/aliases"
+        result = self.request("GET", path, query={"failedOnly": "true", "limit": 20}) or {}
+        return list(result.get("aliases") or [])
+
     # -- environment variables
 
     def list_env(self, project_id: str) -> list[dict[str, Any]]:
-        result = self.request("GET", f"/v9/projects/{quote(project_id, safe='')}/env", query={"decrypt": "true"}) or {}
+        """Every variable, values as the list returns them: ciphertext for encrypted, none for sensitive."""
+        result = self.request("GET", f"/v10/projects/{quote(project_id, safe='')}/env") or {}
         return list(result.get("envs") or [])
+
+    def get_env(self, project_id: str, env_id: str) -> dict[str, Any]:
+        """One variable through the documented decrypting read (``decrypted`` says whether it did)."""
+        path = f"/v1/projects/{quote(project_id, safe='')}/env/{quote(env_id, safe='')}"
+        return self.request("GET", path) or {}
 
     def create_env(self, project_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         return self.request("POST", f"/v10/projects/{quote(project_id, safe='')}/env", body=items) or {}

@@ -17,6 +17,12 @@ description:
   - Promotes a deployment to production, or rolls production back to an earlier deployment.
   - Only the files Vercel does not hold yet are uploaded (Vercel answers the create call with the
     SHA1 digests it is missing; those files are uploaded and the call is repeated).
+  - A create call that ends in a 5xx answer or a timeout may still have created the deployment.
+    Before trying again the module looks the deployment up by its C(meta) (C(commitSha) and
+    C(sourceDigest)) and only creates one if none is found.
+  - A promote or rollback is an alias job on Vercel's side. The module waits on the job status
+    Vercel reports for the project (C(lastAliasRequest.jobStatus)), as the official CLI does, and
+    fails as soon as the job fails, naming the aliases Vercel could not move.
 author:
   - Thinkus platform team (@thinkus-ai)
 extends_documentation_fragment:
@@ -39,6 +45,8 @@ attributes:
         digest of the files under O(path); the same inputs find the existing deployment.
       - O(state=rolled_back) without O(deployment) targets the production deployment before the
         latest one, so running it twice rolls back once.
+      - A create call retried after a 5xx or a timeout never makes a second deployment of the
+        same build when the first call created one (it is found by its C(meta)).
       - After a rollback, O(state=present) with the rolled-back commit finds its deployment and changes
         nothing; use O(state=promoted) to move production forward again.
 options:
@@ -71,21 +79,46 @@ options:
     suboptions:
       type:
         description:
-          - The Git provider.
+          - The Git provider. Each takes its own fields, as in Vercel's C(gitSource) reference;
+            the module fails before any request when a field of another provider is set.
+          - V(github) takes O(git_source.org) and O(git_source.repo), or O(git_source.repo_id).
+          - V(gitlab) takes O(git_source.project_id).
+          - V(bitbucket) takes O(git_source.owner) and O(git_source.slug), or
+            O(git_source.repo_uuid) (and optionally O(git_source.workspace_uuid)).
         type: str
         choices: [github, gitlab, bitbucket]
         default: github
       org:
         description:
-          - Organisation or owner of the repository. Use with O(git_source.repo).
+          - GitHub organisation or user owning the repository. Use with O(git_source.repo).
         type: str
       repo:
         description:
-          - Repository name. Use with O(git_source.org).
+          - GitHub repository name. Use with O(git_source.org).
         type: str
       repo_id:
         description:
-          - Numeric or string repository id, instead of O(git_source.org) and O(git_source.repo).
+          - GitHub repository id, instead of O(git_source.org) and O(git_source.repo).
+        type: str
+      project_id:
+        description:
+          - GitLab project id. Required with O(git_source.type=gitlab).
+        type: str
+      owner:
+        description:
+          - Bitbucket workspace (owner) of the repository. Use with O(git_source.slug).
+        type: str
+      slug:
+        description:
+          - Bitbucket repository slug. Use with O(git_source.owner).
+        type: str
+      repo_uuid:
+        description:
+          - Bitbucket repository UUID, instead of O(git_source.owner) and O(git_source.slug).
+        type: str
+      workspace_uuid:
+        description:
+          - Bitbucket workspace UUID. Only with O(git_source.repo_uuid).
         type: str
       ref:
         description:
@@ -120,6 +153,8 @@ options:
     description:
       - Wait until the deployment is C(READY) and, for production, its alias is assigned.
       - Fails when the deployment ends in C(ERROR) or C(CANCELED), or reports an error code.
+      - With O(state=promoted) or O(state=rolled_back), wait until Vercel's alias job succeeds;
+        fails as soon as it reports C(failed).
     type: bool
     default: true
   wait_timeout:
@@ -164,6 +199,25 @@ EXAMPLES = r"""
       ref: main
       sha: 2f1c9b7d0e6a4c3b8a9f1e2d3c4b5a6978877665
     target: preview
+
+- name: Deploy a GitLab commit (GitLab takes the numeric project id)
+  thinkus.ops.vercel_deploy:
+    project: thinkus-web
+    git_source:
+      type: gitlab
+      project_id: "48151623"
+      ref: main
+      sha: 2f1c9b7d0e6a4c3b8a9f1e2d3c4b5a6978877665
+
+- name: Deploy a Bitbucket commit (Bitbucket takes the workspace and the repository slug)
+  thinkus.ops.vercel_deploy:
+    project: thinkus-web
+    git_source:
+      type: bitbucket
+      owner: thinkus-ai
+      slug: thinkus-web
+      ref: main
+      sha: 2f1c9b7d0e6a4c3b8a9f1e2d3c4b5a6978877665
 
 - name: Promote the deployment of a commit to production
   thinkus.ops.vercel_deploy:
@@ -263,24 +317,43 @@ production_before:
 """
 
 import os
+import random
 import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.thinkus.ops.plugins.module_utils._vercel import (
+    FAILED_STATES,
     LocalFile,
     VercelAPIError,
     VercelClient,
     VercelError,
+    alias_job_failure,
+    alias_job_status,
+    backoff_delay,
     client_from_module,
     deployment_failure,
+    deployment_state,
     deployment_status,
     files_payload,
     scan_directory,
     source_digest,
     vercel_argument_spec,
 )
+
+# The gitSource fields of each provider (POST /v13/deployments reference): option -> API field,
+# and the combinations that identify a repository.
+GIT_FIELDS = {
+    "github": {"org": "org", "repo": "repo", "repo_id": "repoId"},
+    "gitlab": {"project_id": "projectId"},
+    "bitbucket": {"owner": "owner", "slug": "slug", "repo_uuid": "repoUuid", "workspace_uuid": "workspaceUuid"},
+}
+GIT_SHAPES = {
+    "github": ({"repo_id"}, {"org", "repo"}),
+    "gitlab": ({"project_id"},),
+    "bitbucket": ({"repo_uuid", "workspace_uuid"}, {"repo_uuid"}, {"owner", "slug"}),
+}
 
 
 def summarize(deployment: dict[str, Any] | None) -> dict[str, Any]:
@@ -313,13 +386,28 @@ def identity_meta(meta: dict[str, str]) -> dict[str, str]:
     return {k: meta[k] for k in ("commitSha", "sourceDigest") if k in meta}
 
 
+def git_source_errors(git: dict[str, Any]) -> list[str]:
+    """What is wrong with ``git_source`` for its provider; empty when it is usable."""
+    provider = git["type"]
+    given = {name for names in GIT_FIELDS.values() for name in names if git.get(name)}
+    foreign = sorted(given - set(GIT_FIELDS[provider]))
+    errors = []
+    if foreign:
+        errors.append(f"git_source.type={provider} does not take {', '.join(foreign)}.")
+    if given & set(GIT_FIELDS[provider]) not in GIT_SHAPES[provider]:
+        shapes = " or ".join(" and ".join(sorted(shape)) for shape in GIT_SHAPES[provider])
+        errors.append(f"git_source.type={provider} needs {shapes}.")
+    return errors
+
+
 def git_source_body(git: dict[str, Any]) -> dict[str, Any]:
+    """The ``gitSource`` of POST /v13/deployments, with the fields of ``git['type']`` only."""
     body: dict[str, Any] = {"type": git["type"], "ref": git["ref"], "sha": git["sha"]}
-    if git.get("repo_id"):
-        body["repoId"] = git["repo_id"]
-    else:
-        body["org"] = git["org"]
-        body["repo"] = git["repo"]
+    fields = GIT_FIELDS[git["type"]]
+    for shape in GIT_SHAPES[git["type"]]:
+        if all(git.get(option) for option in shape):
+            body.update({fields[option]: git[option] for option in sorted(shape)})
+            break
     return body
 
 
@@ -336,9 +424,9 @@ def validate(module: AnsibleModule) -> list[LocalFile]:
         if not files:
             module.fail_json(msg=f"path {path!r} holds no files to deploy.")
         return files
-    git = params["git_source"]
-    if not git.get("repo_id") and not (git.get("org") and git.get("repo")):
-        module.fail_json(msg="git_source needs either repo_id, or org and repo.")
+    errors = git_source_errors(params["git_source"])
+    if errors:
+        module.fail_json(msg="Invalid git_source, nothing was sent to Vercel: " + " ".join(errors))
     return []
 
 
@@ -435,12 +523,52 @@ class Deployer:
         result["diff"]["after"]["deployment"] = deployment.get("id")
         return result
 
+    def find_created(self, project_id: str, target: str | None, meta: dict[str, str]) -> dict[str, Any] | None:
+        """The newest deployment of this build that is not failed, in any other state."""
+        found = self.client.list_deployments(project_id, target=target, meta=meta, limit=20)
+        alive = [d for d in found if deployment_state(d) not in FAILED_STATES]
+        alive.sort(key=lambda d: d.get("created") or d.get("createdAt") or 0, reverse=True)
+        return alive[0] if alive else None
+
+    def create_once(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v13/deployments so that one build gives one deployment, whatever answers come back.
+
+        A 5xx or a timeout does not say whether Vercel created the deployment. Before trying
+        again, the deployment is looked up by its meta (commitSha, sourceDigest); a found one is
+        taken, and a new create is only sent when there is none.
+        """
+        meta = identity_meta(body["meta"])
+        attempt = 0
+        while True:
+            try:
+                return self.client.create_deployment(body)
+            except VercelAPIError as exc:
+                if exc.status is not None and exc.status < 500:
+                    raise
+                failure = exc
+            policy = self.client.policy
+            found = self.find_created(body["project"], self.params["target"], meta)
+            if found is not None:
+                found_id = found.get("uid") or found["id"]
+                self.module.warn(
+                    f"POST /v13/deployments failed ({failure.describe()}), but deployment {found_id} of this "
+                    f"build exists (found by meta {sorted(meta)}): using it instead of creating another."
+                )
+                return self.client.get_deployment(found_id)
+            if attempt >= policy.retries:
+                raise VercelError(
+                    f"{failure.describe()}. No deployment of this build exists (GET /v6/deployments by meta "
+                    f"{sorted(meta)}) after {attempt + 1} create attempts (retry bound: {policy.retries} retries)."
+                )
+            time.sleep(backoff_delay(attempt, policy, random.random()))  # noqa: S311 - jitter, not a secret
+            attempt += 1
+
     def create_with_upload(
         self, body: dict[str, Any], files: list[LocalFile]
     ) -> tuple[dict[str, Any], list[LocalFile]]:
         """POST the deployment; on ``missing_files`` upload exactly those blobs and POST again."""
         try:
-            return self.client.create_deployment(body), []
+            return self.create_once(body), []
         except VercelAPIError as exc:
             if exc.code != "missing_files" or not files:
                 raise
@@ -455,7 +583,7 @@ class Deployer:
             )
         to_upload = [by_sha[sha] for sha in sorted(missing)]
         self.client.upload_files(to_upload, self.params["upload_concurrency"])
-        return self.client.create_deployment(body), to_upload
+        return self.create_once(body), to_upload
 
     # -- state=promoted / rolled_back
 
@@ -505,21 +633,32 @@ class Deployer:
             else:
                 self.client.rollback(project["id"], deployment["id"], description="rolled back by Ansible")
             if self.params["wait"]:
-                self.wait_for_production(project["id"], deployment["id"])
+                kind = "promote" if state == "promoted" else "rollback"
+                self.wait_for_alias_job(project["id"], deployment["id"], kind)
             deployment = self.client.get_deployment(deployment["id"])
         result["deployment"] = summarize(deployment)
         return result
 
-    def wait_for_production(self, project_id: str, deployment_id: str) -> None:
+    def wait_for_alias_job(self, project_id: str, deployment_id: str, kind: str) -> None:
+        """Poll the project until Vercel's alias job for ``deployment_id`` succeeds; fail when it fails."""
         deadline = time.monotonic() + self.params["wait_timeout"]
         while True:
             project = self.client.get_project(project_id)
-            if self.production_id(project) == deployment_id:
+            status, job = alias_job_status(project, deployment_id, kind)
+            if status == "succeeded":
                 return
+            if status == "failed":
+                try:
+                    aliases = self.client.failed_aliases(project_id, kind)
+                except VercelAPIError:
+                    aliases = []
+                raise VercelError(
+                    f"{alias_job_failure(job, kind, aliases)}; polled GET /v9/projects/{project_id} (lastAliasRequest)."
+                )
             if time.monotonic() >= deadline:
                 raise VercelError(
-                    f"Timed out after {self.params['wait_timeout']}s waiting for production of project "
-                    f"{project_id} to point at {deployment_id} (GET /v9/projects/{project_id})."
+                    f"Timed out after {self.params['wait_timeout']}s waiting for the {kind} of {deployment_id}: "
+                    f"lastAliasRequest.jobStatus {job.get('jobStatus')!r} (GET /v9/projects/{project_id})."
                 )
             time.sleep(self.params["poll_interval"])
 
@@ -543,6 +682,11 @@ def argument_spec() -> dict[str, Any]:
                 org=dict(type="str"),
                 repo=dict(type="str"),
                 repo_id=dict(type="str"),
+                project_id=dict(type="str"),
+                owner=dict(type="str"),
+                slug=dict(type="str"),
+                repo_uuid=dict(type="str"),
+                workspace_uuid=dict(type="str"),
                 ref=dict(type="str", required=True),
                 sha=dict(type="str", required=True),
             ),

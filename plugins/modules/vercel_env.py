@@ -12,9 +12,16 @@ version_added: 0.1.0
 description:
   - Makes the environment variables of a Vercel project match a list of C(key), C(value),
     C(targets) and C(type) entries.
-  - Reads the project's variables (decrypted where Vercel allows it) and creates, updates or deletes
-    only what differs.
-  - Values are never logged, returned or shown in a diff; a changed value shows as changed.
+  - Reads the project's variables and creates, updates or deletes only what differs.
+  - Plain values are compared as the variable list returns them. Encrypted values are read one
+    by one through Vercel's decrypting endpoint (C(GET /v1/projects/{idOrName}/env/{id})); the
+    list itself only returns ciphertext.
+  - Vercel never returns a C(sensitive) value. With O(fingerprint_key), the module keeps a keyed
+    fingerprint (HMAC-SHA256 of the key name and value) of every C(encrypted) and C(sensitive)
+    value it writes in the variable's C(comment), and compares that instead. The comment is
+    owned by the module on those variables.
+  - Values, fingerprints and the key are never logged, returned or shown in a diff; a changed
+    value shows as changed.
   - Variables scoped to a Git branch or to a custom environment are left alone.
 author:
   - Thinkus platform team (@thinkus-ai)
@@ -35,9 +42,16 @@ attributes:
   idempotent:
     support: partial
     details:
-      - Vercel never returns the value of a C(sensitive) variable, so it cannot be compared.
-        Such a value is written when the variable is created or its type or targets change, and on
-        every run when O(overwrite_unreadable=true) (which then always reports a change).
+      - C(sensitive) values (and C(encrypted) ones Vercel does not decrypt) are compared through the
+        fingerprint in their comment, which needs O(fingerprint_key).
+      - A C(sensitive) or undecryptable variable without a fingerprint (created outside the module,
+        or before fingerprints) is written once to record one, and reported as changed.
+      - Changing O(fingerprint_key) makes every fingerprint differ, so the next run writes each such
+        value once.
+      - With O(overwrite_unreadable=true) such values are written on every run instead, which then
+        always reports a change.
+      - A C(sensitive) value changed outside Ansible without touching its comment still matches its
+        fingerprint, so the module does not see that change.
 options:
   project:
     description:
@@ -90,9 +104,22 @@ options:
     default: false
   overwrite_unreadable:
     description:
-      - Write the values Vercel does not return (C(sensitive) variables) on every run.
+      - Write the values Vercel does not return (C(sensitive) variables) on every run instead of
+        comparing fingerprints. Then O(fingerprint_key) is not needed.
     type: bool
     default: false
+  fingerprint_key:
+    description:
+      - Secret key of the value fingerprints kept in the C(comment) of C(encrypted) and
+        C(sensitive) variables. At least 32 characters, for example C(openssl rand -hex 32),
+        kept in Ansible Vault.
+      - Use a key of its own, not the Vercel token, so that rotating the token does not rewrite
+        every secret. Rotating this key rewrites each fingerprinted value once.
+      - If not set, the value of the E(THINKUS_VERCEL_FINGERPRINT_KEY) environment variable is used.
+      - Required with O(state=present) when a variable has O(variables[].type=sensitive), unless
+        O(overwrite_unreadable=true); the module then fails before any request, naming this option.
+      - Never logged or returned.
+    type: str
 seealso:
   - module: thinkus.ops.vercel_deploy
   - name: Vercel environment variables
@@ -121,6 +148,8 @@ EXAMPLES = r"""
       - key: STRIPE_SECRET_KEY
         value: "{{ vault_stripe_secret_key }}"
         targets: [production]
+    # compares the sensitive NEXTAUTH_SECRET through a keyed fingerprint in its comment
+    fingerprint_key: "{{ vault_vercel_env_fingerprint_key }}"
 
 - name: Remove a variable from preview deployments
   thinkus.ops.vercel_env:
@@ -152,7 +181,9 @@ changes:
       type: list
       elements: str
     fields:
-      description: Fields sent in an update (C(value) is named, never shown).
+      description:
+        - Fields sent in an update (C(value) and C(comment), which holds the fingerprint, are named,
+          never shown).
       type: list
       elements: str
   sample:
@@ -175,17 +206,25 @@ variables:
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.thinkus.ops.plugins.module_utils._vercel import (
     ENV_KEY_RE,
     ENV_TARGETS,
     ENV_TYPES,
+    FINGERPRINT_KEY_MIN_LENGTH,
     VercelAPIError,
     VercelError,
     client_from_module,
+    comment_fingerprint,
+    fingerprint_comment,
+    value_fingerprint,
     vercel_argument_spec,
 )
+
+FINGERPRINT_ENV = "THINKUS_VERCEL_FINGERPRINT_KEY"
+# Types whose values the module fingerprints (plain values are compared as they are).
+FINGERPRINTED_TYPES = ("encrypted", "sensitive")
 
 HIDDEN = "<hidden>"
 HIDDEN_CHANGED = "<hidden, changed>"
@@ -225,6 +264,27 @@ def validate_variables(variables: list[dict[str, Any]], state: str) -> list[str]
     return errors
 
 
+def validate_fingerprint_key(
+    variables: list[dict[str, Any]], state: str, key: str | None, overwrite_unreadable: bool
+) -> str | None:
+    """The problem with ``fingerprint_key`` for this input, None when there is none."""
+    if key is not None and key != "" and len(key) < FINGERPRINT_KEY_MIN_LENGTH:
+        return (
+            f"fingerprint_key is shorter than {FINGERPRINT_KEY_MIN_LENGTH} characters; "
+            "use a random key such as the output of `openssl rand -hex 32`."
+        )
+    if state != "present" or key or overwrite_unreadable:
+        return None
+    sensitive = sorted({item["key"] for item in variables if item.get("type") == "sensitive"})
+    if not sensitive:
+        return None
+    return (
+        f"Vercel never returns sensitive values, so comparing {', '.join(sensitive)} needs fingerprint_key "
+        f"(or the {FINGERPRINT_ENV} environment variable): a secret of at least {FINGERPRINT_KEY_MIN_LENGTH} "
+        "characters from the vault. Or set overwrite_unreadable=true to write them on every run."
+    )
+
+
 # --------------------------------------------------------------------------- planning (pure)
 
 
@@ -237,6 +297,7 @@ class Record:
     targets: set[str]
     type: str
     value: str | None  # None when Vercel did not return it decrypted
+    fingerprint: str | None = None  # from the comment, for values Vercel does not return
 
     @classmethod
     def from_api(cls, env: dict[str, Any]) -> Record:
@@ -244,12 +305,14 @@ class Record:
         if isinstance(targets, str):
             targets = [targets]
         readable = env.get("type") == "plain" or env.get("decrypted") is True
+        value = env.get("value")
         return cls(
             id=env["id"],
             key=env["key"],
             targets=set(targets),
             type=env.get("type", "encrypted"),
-            value=env.get("value") if readable else None,
+            value=value if readable and isinstance(value, str) else None,
+            fingerprint=comment_fingerprint(env.get("comment")),
         )
 
 
@@ -304,10 +367,36 @@ def plan_absent(variables: list[dict[str, Any]], records: list[Record]) -> list[
     return changes
 
 
+def value_fields(item: dict[str, Any], fingerprint_key: str | None) -> dict[str, Any]:
+    """The body that writes ``item``'s value, with its fingerprint comment where one is kept."""
+    fields: dict[str, Any] = {"value": item["value"]}
+    if fingerprint_key and item["type"] in FINGERPRINTED_TYPES:
+        fields["comment"] = fingerprint_comment(value_fingerprint(fingerprint_key, item["key"], item["value"]))
+    return fields
+
+
+def value_differs(record: Record, item: dict[str, Any], fingerprint_key: str | None) -> bool | None:
+    """Whether the value Vercel holds differs from ``item``'s; None when it cannot be told."""
+    if record.value is not None:
+        return record.value != item["value"]
+    if fingerprint_key and record.fingerprint:
+        return record.fingerprint != value_fingerprint(fingerprint_key, item["key"], item["value"])
+    return None
+
+
 def plan_present(
-    variables: list[dict[str, Any]], records: list[Record], purge: bool, overwrite_unreadable: bool
+    variables: list[dict[str, Any]],
+    records: list[Record],
+    purge: bool,
+    overwrite_unreadable: bool,
+    fingerprint_key: str | None = None,
 ) -> list[Change]:
-    """The changes that make ``records`` hold ``variables``: shrinks and deletes first, then updates, then creates."""
+    """The changes that make ``records`` hold ``variables``: shrinks and deletes first, then updates, then creates.
+
+    A value Vercel returns is compared as it is; one it does not return is compared through
+    the fingerprint in its comment (with ``fingerprint_key``), or written when that cannot be
+    told: always with ``overwrite_unreadable``, once to record a fingerprint with a key.
+    """
     wanted = {(item["key"], t) for item in variables for t in item["targets"]}
     managed_targets = {t for item in variables for t in item["targets"]}
 
@@ -360,9 +449,9 @@ def plan_present(
                     None,
                     {
                         "key": item["key"],
-                        "value": item["value"],
                         "type": item["type"],
                         "target": _ordered(item_targets),
+                        **value_fields(item, fingerprint_key),
                     },
                 )
             )
@@ -372,13 +461,15 @@ def plan_present(
             fields["target"] = _ordered(item_targets)
         if record.type != item["type"]:
             fields["type"] = item["type"]
-            fields["value"] = item["value"]
-        if record.value is None:
-            if overwrite_unreadable or fields:
-                fields["value"] = item["value"]
+            fields.update(value_fields(item, fingerprint_key))
+        differs = value_differs(record, item, fingerprint_key)
+        if differs is None:
+            # Unknown value: written with any other change, or when asked to, or to record a fingerprint.
+            if overwrite_unreadable or fields or fingerprint_key:
+                fields.update(value_fields(item, fingerprint_key))
                 fields["type"] = item["type"]
-        elif record.value != item["value"]:
-            fields["value"] = item["value"]
+        elif differs:
+            fields.update(value_fields(item, fingerprint_key))
         if fields:
             updates.append(Change("update", item["key"], _ordered(item_targets), record.id, fields))
     # Updates that only narrow targets go first so that widening ones never overlap them.
@@ -445,8 +536,24 @@ def argument_spec() -> dict[str, Any]:
         state=dict(type="str", default="present", choices=["present", "absent"]),
         purge=dict(type="bool", default=False),
         overwrite_unreadable=dict(type="bool", default=False),
+        fingerprint_key=dict(type="str", no_log=True, fallback=(env_fallback, [FINGERPRINT_ENV])),
     )
     return spec
+
+
+def read_encrypted_values(client: Any, project_id: str, records: list[Record], variables: list[dict[str, Any]]) -> None:
+    """Fill in the value of each listed encrypted variable through Vercel's decrypting read.
+
+    The variable list returns ciphertext; ``GET /v1/projects/{p}/env/{id}`` returns the
+    value with ``decrypted: true`` when Vercel can give it. Sensitive values are never read.
+    """
+    wanted = {item["key"] for item in variables}
+    for record in records:
+        if record.type != "encrypted" or record.value is not None or record.key not in wanted:
+            continue
+        env = client.get_env(project_id, record.id)
+        if env.get("decrypted") is True and isinstance(env.get("value"), str):
+            record.value = env["value"]
 
 
 def run(module: AnsibleModule) -> dict[str, Any]:
@@ -456,7 +563,14 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     project_id = project["id"]
     records = managed_records(client.list_env(project_id))
     if params["state"] == "present":
-        changes = plan_present(params["variables"], records, params["purge"], params["overwrite_unreadable"])
+        read_encrypted_values(client, project_id, records, params["variables"])
+        changes = plan_present(
+            params["variables"],
+            records,
+            params["purge"],
+            params["overwrite_unreadable"],
+            params["fingerprint_key"] or None,
+        )
     else:
         changes = plan_absent(params["variables"], records)
     before = describe(records)
@@ -492,9 +606,15 @@ def apply_changes(client: Any, project_id: str, changes: list[Change]) -> None:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    errors = validate_variables(module.params["variables"], module.params["state"])
+    params = module.params
+    errors = validate_variables(params["variables"], params["state"])
     if errors:
         module.fail_json(msg="Invalid variables, nothing was sent to Vercel: " + " ".join(errors), errors=errors)
+    key_error = validate_fingerprint_key(
+        params["variables"], params["state"], params["fingerprint_key"], params["overwrite_unreadable"]
+    )
+    if key_error:
+        module.fail_json(msg="Nothing was sent to Vercel: " + key_error)
     try:
         result = run(module)
     except VercelAPIError as exc:

@@ -10,9 +10,22 @@ handshake of ``POST /v13/deployments``, SHA1-checked uploads to ``POST /v2/files
 ``readyState`` moving QUEUED -> BUILDING -> READY over successive polls, the production
 alias assigned after READY, ``teamId`` scoping and 401 for a wrong token.
 
+Where Vercel is stricter than a module might hope, so is the stand-in (docs/vercel.md lists
+each behaviour and its source):
+
+- the env list never decrypts (``decrypt=true`` is deprecated and ignored): encrypted
+  values come back as ciphertext, sensitive ones without a value; only
+  ``GET /v1/projects/{idOrName}/env/{id}`` decrypts, and never a sensitive value;
+- ``gitSource`` takes the fields of its provider only (github ``repoId`` or ``org``/``repo``,
+  gitlab ``projectId``, bitbucket ``repoUuid`` or ``owner``/``slug``);
+- promote and rollback answer 201 at once and run an alias job that the project reports in
+  ``lastAliasRequest.jobStatus`` (pending -> in-progress -> succeeded or failed) over
+  successive ``GET /v9/projects/{id}``; failed aliases are listed by the aliases endpoints.
+
 Tests drive it from Python (``VercelAPIServer`` methods) or over HTTP (``/_test/...``):
-inject faults (N x 500, 429 with Retry-After, a build ending in ERROR) and read the log
-of every request it served.
+inject faults (N x 500, 429 with Retry-After, a build ending in ERROR, a 500 or a slow
+answer *after* the request was carried out, a failed alias job) and read the log of every
+request it served.
 
     with VercelAPIServer(token="t0k3n") as api:
         api.add_project("web")
@@ -37,6 +50,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_TYPES = ("system", "secret", "encrypted", "plain", "sensitive")
 ENV_TARGETS = ("production", "preview", "development")
+ENV_COMMENT_MAX = 500
+GIT_SOURCE_FIELDS = {
+    # provider -> the field sets the create call accepts besides type, ref and sha
+    "github": ({"repoId"}, {"org", "repo"}),
+    "gitlab": ({"projectId"},),
+    "bitbucket": ({"repoUuid"}, {"repoUuid", "workspaceUuid"}, {"owner", "slug"}),
+}
 
 Query = dict[str, str]
 Reply = tuple[int, Any]
@@ -57,6 +77,8 @@ class Fault:
     path: str | None = None  # regular expression matched against the path (no query)
     retry_after: str | None = None
     code: str | None = None
+    after: bool = False  # carry the request out first, then answer with the fault
+    delay: float = 0.0  # with after: seconds to wait before answering (a client timeout)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -75,6 +97,7 @@ class ServerState:
     envs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     build_errors: list[tuple[str, str]] = field(default_factory=list)
+    alias_job_failures: list[list[str]] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -151,20 +174,28 @@ class VercelAPIServer:
         path: str | None = None,
         retry_after: str | None = None,
         code: str | None = None,
+        after: bool = False,
+        delay: float = 0.0,
     ) -> None:
         with self.state.lock:
-            self.state.faults.append(Fault(status, times, method, path, retry_after, code))
+            self.state.faults.append(Fault(status, times, method, path, retry_after, code, after, delay))
 
     def fail_next_build(self, error_code: str, error_message: str) -> None:
         """The next deployment created ends in ERROR with this errorCode."""
         with self.state.lock:
             self.state.build_errors.append((error_code, error_message))
 
+    def fail_next_alias_job(self, aliases: list[str] | None = None) -> None:
+        """The next promote or rollback job ends ``failed``, leaving these aliases unmoved."""
+        with self.state.lock:
+            self.state.alias_job_failures.append(list(aliases or []))
+
     def clear(self) -> None:
         """Forget faults and the request log (projects, blobs, deployments and env stay)."""
         with self.state.lock:
             self.state.faults.clear()
             self.state.build_errors.clear()
+            self.state.alias_job_failures.clear()
             self.state.log.clear()
 
     @property
@@ -219,6 +250,7 @@ class VercelAPIServer:
                         "target": e["target"],
                         "type": e["type"],
                         "value_sha256": hashlib.sha256(e["value"].encode()).hexdigest(),
+                        "has_comment": bool(e.get("comment")),
                     }
                     for e in self.state.envs[project["id"]]
                 ],
@@ -311,6 +343,31 @@ class VercelAPIServer:
                 other["alias"] = []
         project["updatedAt"] = _now_ms()
 
+    def _advance_alias_job(self, project: dict[str, Any]) -> None:
+        """One project poll moves the alias job one step: pending -> in-progress -> succeeded or failed."""
+        job = project.get("lastAliasRequest")
+        if not job or job["jobStatus"] not in ("pending", "in-progress"):
+            return
+        if job["jobStatus"] == "pending":
+            job["jobStatus"] = "in-progress"
+            return
+        failure = project.pop("_alias_job_failure", None)
+        if failure is not None:
+            job["jobStatus"] = "failed"
+            project["_failed_aliases"] = [
+                {
+                    "id": _new_id("alias_")[:24],
+                    "alias": {"alias": alias, "deploymentId": job["toDeploymentId"]},
+                    "status": "failed",
+                }
+                for alias in failure
+            ]
+            return
+        job["jobStatus"] = "succeeded"
+        deployment = self._find_deployment(job["toDeploymentId"])
+        if deployment is not None:
+            self._assign_production(deployment)
+
     def _new_env(self, project_id: str, item: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": _new_id("env_")[:20],
@@ -326,19 +383,22 @@ class VercelAPIServer:
         }
 
     def _env_view(self, env: dict[str, Any], decrypt: bool) -> dict[str, Any]:
+        """A variable as Vercel shows it. ``decrypt`` only for GET /v1/projects/{p}/env/{id}.
+
+        Plain values are shown as they are. Encrypted values are ciphertext unless read one
+        by one through the decrypting endpoint (the list's ``decrypt`` parameter is
+        deprecated and ignored). Sensitive values are never returned.
+        """
         view = {k: v for k, v in env.items() if v is not None or k == "configurationId"}
-        if env["type"] == "plain":
-            view["decrypted"] = False
-        elif env["type"] == "sensitive" or not decrypt:
-            # Sensitive values can never be read back; encrypted ones only with decrypt=true.
-            view["value"] = (
-                ""
-                if env["type"] == "sensitive"
-                else "v1:" + hashlib.sha256((env["id"] + env["value"]).encode()).hexdigest()
-            )
-            view["decrypted"] = False
-        else:
-            view["decrypted"] = True
+        view["decrypted"] = False
+        if env["type"] == "sensitive":
+            view.pop("value", None)
+        elif env["type"] != "plain":
+            if decrypt:
+                view["decrypted"] = True
+            else:
+                nonce = secrets.token_hex(8)
+                view["value"] = "eyJ2IjoxfQ." + hashlib.sha256((nonce + env["value"]).encode()).hexdigest() + nonce
         return view
 
 
@@ -367,15 +427,42 @@ def _validate_env_item(item: Any, partial: bool = False) -> dict[str, Any]:
         item = dict(item, target=list(targets))
     if "value" in item and not isinstance(item["value"], str):
         raise ApiError(400, "bad_request", "Invalid request: `value` should be a string.")
+    if "comment" in item and (not isinstance(item["comment"], str) or len(item["comment"]) > ENV_COMMENT_MAX):
+        message = f"Invalid request: `comment` should be a string of at most {ENV_COMMENT_MAX} characters."
+        raise ApiError(400, "bad_request", message)
     return item
 
 
+def _validate_git_source(git: Any) -> None:
+    """The per-provider shapes of ``gitSource`` in the POST /v13/deployments reference."""
+    if not isinstance(git, dict) or git.get("type") not in GIT_SOURCE_FIELDS:
+        raise ApiError(400, "bad_request", "Invalid request: `gitSource.type` should be github, gitlab or bitbucket.")
+    if not isinstance(git.get("ref"), str) or not git["ref"]:
+        raise ApiError(400, "bad_request", "Invalid request: `gitSource` missing required property `ref`.")
+    if "sha" in git and not isinstance(git["sha"], str):
+        raise ApiError(400, "bad_request", "Invalid request: `gitSource.sha` should be a string.")
+    provided = set(git) - {"type", "ref", "sha"}
+    shapes = GIT_SOURCE_FIELDS[git["type"]]
+    if provided not in shapes:
+        wanted = " or ".join("/".join(sorted(shape)) for shape in shapes)
+        got = ", ".join(sorted(provided)) or "none"
+        message = f"Invalid request: `gitSource` of type {git['type']} takes {wanted}, got {got}."
+        raise ApiError(400, "bad_request", message)
+    for name in provided:
+        value = git[name]
+        if name in ("repoId", "projectId"):
+            if not (isinstance(value, int) or (isinstance(value, str) and value)):
+                raise ApiError(400, "bad_request", f"Invalid request: `gitSource.{name}` should be a number or string.")
+        elif not isinstance(value, str) or not value:
+            raise ApiError(400, "bad_request", f"Invalid request: `gitSource.{name}` should be a non-empty string.")
+
+
 def _redact(body: Any) -> Any:
-    """The request log keeps which fields were sent, never an environment variable's value."""
+    """The request log keeps which fields were sent, never a variable's value or comment (its fingerprint)."""
     if isinstance(body, list):
         return [_redact(item) for item in body]
     if isinstance(body, dict):
-        return {k: ("<redacted>" if k == "value" else _redact(v)) for k, v in body.items()}
+        return {k: ("<redacted>" if k in ("value", "comment") else _redact(v)) for k, v in body.items()}
     return body
 
 
@@ -437,8 +524,15 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["size"] = len(raw)
             with api.state.lock:
                 self._authorize(query)
-                self._fault(method, path)
+                self._fault(method, path, after=False)
                 status, result = self._route(method, path, query, body, raw)
+                late = self._take_fault(method, path, after=True)
+            if late is not None:
+                entry["late_fault"] = late.status
+                if late.delay:
+                    time.sleep(late.delay)
+                if late.status >= 400:
+                    raise self._fault_error(late)
             self._send(status, result)
         except ApiError as exc:
             status = exc.status
@@ -460,19 +554,29 @@ class _Handler(BaseHTTPRequestHandler):
         if self.api.state.team_id and team is None:
             raise ApiError(403, "forbidden", "The token is scoped to a team: pass teamId.")
 
-    def _fault(self, method: str, path: str) -> None:
+    def _take_fault(self, method: str, path: str, after: bool) -> Fault | None:
         for fault in self.api.state.faults:
-            if fault.times > 0 and fault.matches(method, path):
+            if fault.times > 0 and fault.after == after and fault.matches(method, path):
                 fault.times -= 1
                 if fault.times == 0:
                     self.api.state.faults.remove(fault)
-                code = fault.code or {429: "rate_limited", 503: "service_unavailable"}.get(
-                    fault.status, "internal_server_error"
-                )
-                err = ApiError(fault.status, code, f"Injected fault: HTTP {fault.status}")
-                if fault.retry_after is not None:
-                    err.headers = {"Retry-After": fault.retry_after}
-                raise err
+                return fault
+        return None
+
+    @staticmethod
+    def _fault_error(fault: Fault) -> ApiError:
+        code = fault.code or {429: "rate_limited", 503: "service_unavailable"}.get(
+            fault.status, "internal_server_error"
+        )
+        err = ApiError(fault.status, code, f"Injected fault: HTTP {fault.status}")
+        if fault.retry_after is not None:
+            err.headers = {"Retry-After": fault.retry_after}
+        return err
+
+    def _fault(self, method: str, path: str, after: bool) -> None:
+        fault = self._take_fault(method, path, after)
+        if fault is not None:
+            raise self._fault_error(fault)
 
     def _test_control(self, method: str, path: str, raw: bytes) -> None:
         api = self.api
@@ -483,6 +587,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "POST" and path == "/_test/build-error":
             spec = json.loads(raw or b"{}")
             api.fail_next_build(spec["errorCode"], spec.get("errorMessage", "Build failed"))
+            self._send(200, {"ok": True})
+        elif method == "POST" and path == "/_test/alias-job-failure":
+            spec = json.loads(raw or b"{}")
+            api.fail_next_alias_job(spec.get("aliases"))
             self._send(200, {"ok": True})
         elif method == "GET" and path == "/_test/requests":
             self._send(200, {"requests": api.requests})
@@ -504,8 +612,10 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", r"^/v6/deployments$", self._list_deployments),
             ("POST", r"^/v10/projects/(?P<project>[^/]+)/promote/(?P<deployment_id>[^/]+)$", self._promote),
             ("POST", r"^/v1/projects/(?P<project>[^/]+)/rollback/(?P<deployment_id>[^/]+)$", self._rollback),
+            ("GET", r"^/v(1|9)/projects/(?P<project>[^/]+)/(?P<kind>promote|rollback)/aliases$", self._job_aliases),
             ("GET", r"^/v9/projects/(?P<project>[^/]+)$", self._get_project),
             ("GET", r"^/v(9|10)/projects/(?P<project>[^/]+)/env$", self._list_env),
+            ("GET", r"^/v1/projects/(?P<project>[^/]+)/env/(?P<env>[^/]+)$", self._get_env),
             ("POST", r"^/v10/projects/(?P<project>[^/]+)/env$", self._create_env),
             ("PATCH", r"^/v9/projects/(?P<project>[^/]+)/env/(?P<env>[^/]+)$", self._update_env),
             ("DELETE", r"^/v9/projects/(?P<project>[^/]+)/env/(?P<env>[^/]+)$", self._delete_env),
@@ -557,10 +667,7 @@ class _Handler(BaseHTTPRequestHandler):
             if missing:
                 raise ApiError(400, "missing_files", "Missing files", missing=missing)
         if git is not None:
-            if git.get("type") not in ("github", "gitlab", "bitbucket") or not git.get("ref"):
-                raise ApiError(400, "bad_request", "Invalid request: `gitSource` needs a type and a ref.")
-            if not (git.get("repoId") or (git.get("org") and git.get("repo"))):
-                raise ApiError(400, "bad_request", "Invalid request: `gitSource` needs repoId, or org and repo.")
+            _validate_git_source(git)
         meta = body.get("meta") or {}
         if not all(isinstance(v, str) for v in meta.values()):
             raise ApiError(400, "bad_request", "Invalid request: `meta` values should be strings.")
@@ -634,7 +741,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "bad_request", f"Deployment {deployment_id} is not READY")
         if production_only and deployment["target"] != "production":
             raise ApiError(400, "bad_request", "Only production deployments can be rolled back to")
-        api._assign_production(deployment)
+        # The request only queues an alias job; GET /v9/projects/{id} reports its progress.
+        current = (project["targets"].get("production") or {}).get("id")
+        project["lastAliasRequest"] = {
+            "fromDeploymentId": current,
+            "toDeploymentId": deployment["id"],
+            "jobStatus": "pending",
+            "requestedAt": _now_ms(),
+            "type": "rollback" if production_only else "promote",
+        }
+        project.pop("_failed_aliases", None)
+        project.pop("_alias_job_failure", None)
+        if api.state.alias_job_failures:
+            project["_alias_job_failure"] = api.state.alias_job_failures.pop(0) or [f"{project['name']}.vercel.app"]
         return deployment
 
     def _promote(self, query: Query, body: Any, raw: bytes, project: str, deployment_id: str) -> Reply:
@@ -645,9 +764,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._switch(project, deployment_id, production_only=True)
         return 201, {}
 
+    def _job_aliases(self, query: Query, body: Any, raw: bytes, project: str, kind: str) -> Reply:
+        found = self.api._project_or_404(project)
+        job = found.get("lastAliasRequest") or {}
+        # Only failed aliases are kept: with or without failedOnly=true, those are the answer.
+        aliases = (found.get("_failed_aliases") or []) if job.get("type") == kind else []
+        return 200, {"aliases": aliases, "pagination": None}
+
     def _get_project(self, query: Query, body: Any, raw: bytes, project: str) -> Reply:
         found = self.api._project_or_404(project)
-        view = json.loads(json.dumps(found))
+        self.api._advance_alias_job(found)
+        view = json.loads(json.dumps({k: v for k, v in found.items() if not k.startswith("_")}))
         latest = [d for d in self.api.state.deployments if d["projectId"] == found["id"]]
         latest.sort(key=lambda d: d["createdAt"], reverse=True)
         view["latestDeployments"] = [self.api._list_view(d) for d in latest[:5]]
@@ -655,8 +782,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _list_env(self, query: Query, body: Any, raw: bytes, project: str) -> Reply:
         found = self.api._project_or_404(project)
-        decrypt = query.get("decrypt") == "true"
-        return 200, {"envs": [self.api._env_view(e, decrypt) for e in self.api.state.envs[found["id"]]]}
+        # `decrypt=true` is deprecated on this endpoint: accepted, and ignored.
+        return 200, {"envs": [self.api._env_view(e, False) for e in self.api.state.envs[found["id"]]]}
+
+    def _get_env(self, query: Query, body: Any, raw: bytes, project: str, env: str) -> Reply:
+        _found, record = self._env_or_404(project, env)
+        return 200, self.api._env_view(record, True)
 
     def _conflict(self, project_id: str, key: str, targets: list[str], branch: Any, exclude: str | None) -> Any:
         for env in self.api.state.envs[project_id]:
@@ -682,7 +813,11 @@ class _Handler(BaseHTTPRequestHandler):
             existing = self._conflict(found["id"], item["key"], item["target"], item.get("gitBranch"), None)
             if existing is not None and upsert:
                 existing.update(
-                    value=item["value"], type=item["type"], target=sorted(item["target"]), updatedAt=_now_ms()
+                    value=item["value"],
+                    type=item["type"],
+                    target=sorted(item["target"]),
+                    comment=item.get("comment", existing.get("comment")),
+                    updatedAt=_now_ms(),
                 )
                 created.append(api._env_view(existing, False))
             elif existing is not None:

@@ -341,3 +341,110 @@ def test_upload_files_raises_the_first_failure(tmp_path: Any) -> None:
     client = ScriptedClient([http_error(400, {"error": {"code": "invalid_digest", "message": "bad"}})])
     with pytest.raises(v.VercelAPIError, match="invalid_digest"):
         client.upload_files(v.scan_directory(str(tmp_path)))
+
+
+# ---------------------------------------------------------------- Retry-After beyond the cap, unsafe writes
+
+
+def test_retry_after_beyond_the_cap_is_reported_not_shortened() -> None:
+    assert v.retry_after_too_long(429, "3600", POLICY, NOW) == 3600.0
+    assert v.retry_after_too_long(503, email.utils.formatdate(NOW + 600, usegmt=True), POLICY, NOW) == 600.0
+    assert v.retry_after_too_long(429, "3", POLICY, NOW) is None
+    assert v.retry_after_too_long(500, "3600", POLICY, NOW) is None
+
+
+def test_request_fails_at_once_on_a_retry_after_beyond_the_cap() -> None:
+    client = ScriptedClient([http_error(429, {"error": {"code": "rate_limited"}}, retry_after="3600")])
+    with pytest.raises(v.VercelRetryAfterError) as caught:
+        client.request("GET", "/v9/projects/p")
+    assert client.sleeps == []
+    assert len(client.sent) == 1
+    assert "Retry-After 3600s" in str(caught.value)
+    assert "retry_max_delay (60s)" in str(caught.value)
+    assert caught.value.to_result()["retry_after"] == 3600.0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_create_deployment_hands_server_errors_back_without_retrying(status: int) -> None:
+    client = ScriptedClient([http_error(status, {"error": {"code": "internal_server_error"}})])
+    with pytest.raises(v.VercelAPIError) as caught:
+        client.create_deployment({"name": "p"})
+    assert caught.value.status == status
+    assert len(client.sent) == 1
+
+
+def test_create_deployment_still_retries_a_rate_limit() -> None:
+    client = ScriptedClient([http_error(429, retry_after="2"), {"id": "dpl_1"}])
+    assert client.create_deployment({"name": "p"}) == {"id": "dpl_1"}
+    assert client.sleeps == [2.0]
+
+
+def test_env_reads_use_the_documented_endpoints() -> None:
+    client = ScriptedClient([{"envs": []}, {"decrypted": True, "value": "x"}])
+    client.list_env("prj_1")
+    client.get_env("prj_1", "env_1")
+    assert client.sent[0][1] == "http://api.test/v10/projects/prj_1/env"
+    assert client.sent[1][1] == "http://api.test/v1/projects/prj_1/env/env_1"
+
+
+# ---------------------------------------------------------------- alias jobs
+
+
+def project_with(job: dict[str, Any] | None, production: str | None = "dpl_old") -> dict[str, Any]:
+    return {"lastAliasRequest": job, "targets": {"production": {"id": production}} if production else {}}
+
+
+def job(status: str, to: str = "dpl_new", type_: str = "promote") -> dict[str, Any]:
+    return {"jobStatus": status, "toDeploymentId": to, "fromDeploymentId": "dpl_old", "type": type_}
+
+
+@pytest.mark.parametrize(
+    ("project", "expected"),
+    [
+        (project_with(job("pending")), "pending"),
+        (project_with(job("in-progress")), "pending"),
+        (project_with(job("succeeded")), "succeeded"),
+        (project_with(job("failed")), "failed"),
+        (project_with(job("skipped")), "failed"),
+        (project_with(job("skipped"), production="dpl_new"), "succeeded"),
+        (project_with(job("whatever")), "failed"),
+        (project_with(job("succeeded", to="dpl_other")), "pending"),  # not our job (yet)
+        (project_with(job("succeeded", type_="rollback")), "pending"),
+        (project_with(None, production="dpl_new"), "succeeded"),  # no job to wait on: production says it
+        (project_with(None), "pending"),
+    ],
+)
+def test_alias_job_status(project: dict[str, Any], expected: str) -> None:
+    assert v.alias_job_status(project, "dpl_new", "promote")[0] == expected
+
+
+def test_alias_job_failure_names_status_production_and_aliases() -> None:
+    aliases = [{"alias": {"alias": "web.vercel.app", "deploymentId": "dpl_new"}, "status": "failed"}]
+    text = v.alias_job_failure(job("failed"), "promote", aliases)
+    assert "promote of deployment dpl_new" in text
+    assert "jobStatus 'failed'" in text
+    assert "production stays on dpl_old" in text
+    assert "web.vercel.app (failed)" in text
+
+
+# ---------------------------------------------------------------- value fingerprints
+
+
+def test_fingerprint_is_a_keyed_hmac_of_name_and_value() -> None:
+    key = "k" * 32
+    fingerprint = v.value_fingerprint(key, "API_KEY", "s3cr3t")
+    assert fingerprint == v.value_fingerprint(key, "API_KEY", "s3cr3t")
+    assert fingerprint != v.value_fingerprint("j" * 32, "API_KEY", "s3cr3t")
+    assert fingerprint != v.value_fingerprint(key, "OTHER", "s3cr3t")
+    assert fingerprint != hashlib.sha256(b"s3cr3t").hexdigest()
+    assert len(fingerprint) == 64
+
+
+def test_fingerprint_comment_round_trips_and_fits_vercel() -> None:
+    fingerprint = v.value_fingerprint("k" * 32, "A", "s3cr3t-value")
+    comment = v.fingerprint_comment(fingerprint)
+    assert len(comment) <= 500
+    assert "s3cr3t-value" not in comment
+    assert v.comment_fingerprint(comment) == fingerprint
+    assert v.comment_fingerprint("set by hand") is None
+    assert v.comment_fingerprint(None) is None

@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.thinkus.ops.plugins.module_utils._vercel import LocalFile, VercelAPIError, VercelError
+from ansible_collections.thinkus.ops.plugins.module_utils._vercel import (
+    LocalFile,
+    RetryPolicy,
+    VercelAPIError,
+    VercelError,
+)
 from ansible_collections.thinkus.ops.plugins.modules import vercel_deploy as mod
 
 SHA = "a" * 40
@@ -39,6 +44,10 @@ class FakeModule:
     def __init__(self, check_mode: bool = False, **overrides: Any) -> None:
         self.params = params(**overrides)
         self.check_mode = check_mode
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
 
 class FakeClient:
@@ -237,3 +246,169 @@ def test_argument_spec_keeps_the_token_out_of_logs() -> None:
     spec = mod.argument_spec()
     assert spec["token"]["no_log"] is True
     assert spec["api_url"]["default"] == "https://api.vercel.com"
+
+
+# ---------------------------------------------------------------- git sources per provider
+
+
+def git(type_: str, **fields: Any) -> dict[str, Any]:
+    base = dict(type=type_, org=None, repo=None, repo_id=None, project_id=None, owner=None, slug=None)
+    base.update(repo_uuid=None, workspace_uuid=None, ref="main", sha=SHA)
+    base.update(fields)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("source", "fields"),
+    [
+        (git("github", org="o", repo="r"), {"org": "o", "repo": "r"}),
+        (git("github", repo_id="123"), {"repoId": "123"}),
+        (git("gitlab", project_id="4815"), {"projectId": "4815"}),
+        (git("bitbucket", owner="ws", slug="web"), {"owner": "ws", "slug": "web"}),
+        (git("bitbucket", repo_uuid="{r}"), {"repoUuid": "{r}"}),
+        (git("bitbucket", repo_uuid="{r}", workspace_uuid="{w}"), {"repoUuid": "{r}", "workspaceUuid": "{w}"}),
+    ],
+)
+def test_git_source_body_sends_each_providers_own_fields(source: dict[str, Any], fields: dict[str, Any]) -> None:
+    assert mod.git_source_errors(source) == []
+    assert mod.git_source_body(source) == {"type": source["type"], "ref": "main", "sha": SHA, **fields}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (git("gitlab", org="o", repo="r"), "git_source.type=gitlab does not take org, repo."),
+        (git("gitlab"), "git_source.type=gitlab needs project_id."),
+        (git("github", project_id="1"), "git_source.type=github does not take project_id."),
+        (git("github", org="o"), "git_source.type=github needs repo_id or org and repo."),
+        (git("github", org="o", repo="r", repo_id="1"), "git_source.type=github needs repo_id or org and repo."),
+        (git("bitbucket", owner="ws"), "git_source.type=bitbucket needs"),
+        (git("bitbucket", workspace_uuid="{w}"), "git_source.type=bitbucket needs"),
+        (git("bitbucket", org="o", repo="r"), "git_source.type=bitbucket does not take org, repo."),
+    ],
+)
+def test_git_source_errors_name_the_provider_and_fields(source: dict[str, Any], message: str) -> None:
+    assert any(error.startswith(message) for error in mod.git_source_errors(source))
+
+
+# ---------------------------------------------------------------- a create whose answer is lost
+
+
+class LossyClient(FakeClient):
+    """Creates the deployment, then answers like a 5xx (or a timeout) ``lose`` times."""
+
+    def __init__(self, lose: int, created: bool, status: int | None = 500) -> None:
+        super().__init__(held={f.sha for f in FILES})
+        self.lose = lose
+        self.created_on_error = created
+        self.status = status
+        self.listed: list[dict[str, Any]] = []
+        self.policy = RetryPolicy(retries=2, backoff_base=0)
+        self.creates = 0
+
+    def create_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("create_deployment", body))
+        self.creates += 1
+        dep_id = f"dpl_{self.creates}"
+        dep = {"uid": dep_id, "id": dep_id, "readyState": "BUILDING", "meta": body["meta"]}
+        if self.lose:
+            self.lose -= 1
+            if self.created_on_error:
+                self.listed.append(dep)
+            code = "connection_error" if self.status is None else "internal_server_error"
+            raise VercelAPIError("POST", "/v13/deployments", self.status, code, "lost")
+        self.listed.append(dep)
+        return dep
+
+    def list_deployments(self, project_id: str, **kwargs: Any) -> list[dict[str, Any]]:
+        self.calls.append(("list_deployments", kwargs))
+        if kwargs.get("state") == "READY":
+            return []
+        return [d for d in self.listed if all(d["meta"].get(k) == v for k, v in kwargs["meta"].items())]
+
+
+@pytest.mark.parametrize("status", [500, 502, None])
+def test_a_lost_create_answer_is_found_by_meta_not_created_again(status: int | None) -> None:
+    module = FakeModule(path="/b")
+    client = LossyClient(lose=1, created=True, status=status)
+    result = mod.Deployer(module, client).present(client.get_project("web"), FILES)
+    assert client.creates == 1
+    assert result["deployment"]["id"] == "dpl_1"
+    lookup = [c for c in client.calls if c[0] == "list_deployments" and "state" not in c[1]]
+    assert set(lookup[0][1]["meta"]) == {"commitSha", "sourceDigest"}
+    assert lookup[0][1]["target"] == "production"
+    assert "using it instead of creating another" in module.warnings[0]
+
+
+def test_a_create_refused_before_it_was_carried_out_is_sent_again() -> None:
+    client = LossyClient(lose=1, created=False)
+    result = mod.Deployer(FakeModule(path="/b"), client).present(client.get_project("web"), FILES)
+    assert client.creates == 2
+    assert len(client.listed) == 1
+    assert result["deployment"]["id"] == "dpl_2"
+
+
+def test_a_create_failing_past_the_bound_says_nothing_was_created() -> None:
+    client = LossyClient(lose=10, created=False)
+    with pytest.raises(VercelError, match="No deployment of this build exists") as caught:
+        mod.Deployer(FakeModule(path="/b"), client).present(client.get_project("web"), FILES)
+    assert client.creates == 3
+    assert "retry bound: 2 retries" in str(caught.value)
+
+
+def test_a_client_error_on_create_is_not_looked_up() -> None:
+    client = LossyClient(lose=0, created=False)
+
+    def refuse(body: dict[str, Any]) -> dict[str, Any]:
+        raise VercelAPIError("POST", "/v13/deployments", 400, "bad_request", "no")
+
+    client.create_deployment = refuse  # type: ignore[method-assign]
+    with pytest.raises(VercelAPIError):
+        mod.Deployer(FakeModule(path="/b"), client).present(client.get_project("web"), FILES)
+    assert [c for c in client.calls if c[0] == "list_deployments" and "state" not in c[1]] == []
+
+
+# ---------------------------------------------------------------- alias jobs
+
+
+class AliasJobClient(FakeClient):
+    def __init__(self, statuses: list[str]) -> None:
+        super().__init__(production="dpl_old")
+        self.statuses = list(statuses)
+        self.job: dict[str, Any] | None = None
+
+    def get_project(self, ref: str) -> dict[str, Any]:
+        project = super().get_project(ref)
+        if self.job is not None:
+            if self.statuses:
+                self.job["jobStatus"] = self.statuses.pop(0)
+            project["lastAliasRequest"] = dict(self.job)
+        return project
+
+    def promote(self, project_id: str, deployment_id: str) -> None:
+        self.calls.append(("promote", deployment_id))
+        self.job = {"toDeploymentId": deployment_id, "fromDeploymentId": "dpl_old", "type": "promote"}
+        self.job["jobStatus"] = "pending"
+
+    def failed_aliases(self, project_id: str, kind: str) -> list[dict[str, Any]]:
+        self.calls.append(("failed_aliases", kind))
+        return [{"alias": {"alias": "web.vercel.app"}, "status": "failed"}]
+
+
+def test_a_failed_promotion_fails_at_once_naming_the_aliases() -> None:
+    client = AliasJobClient(["pending", "in-progress", "failed"])
+    module = FakeModule(state="promoted", deployment="dpl_new", wait_timeout=600, poll_interval=0)
+    with pytest.raises(VercelError) as caught:
+        mod.Deployer(module, client).run([])
+    text = str(caught.value)
+    assert "jobStatus 'failed'" in text and "web.vercel.app (failed)" in text
+    assert client.names().count("get_project") == 1 + 3
+    assert ("failed_aliases", "promote") in client.calls
+
+
+def test_a_promotion_waits_for_the_job_not_for_the_production_id() -> None:
+    client = AliasJobClient(["pending", "in-progress", "succeeded"])
+    module = FakeModule(state="promoted", deployment="dpl_new", poll_interval=0)
+    result = mod.Deployer(module, client).run([])
+    assert result["changed"]
+    assert client.names().count("get_project") == 1 + 3

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.thinkus.ops.plugins.module_utils._vercel import fingerprint_comment, value_fingerprint
 from ansible_collections.thinkus.ops.plugins.modules import vercel_env as mod
 
 
@@ -204,3 +205,116 @@ def test_value_option_is_no_log() -> None:
     options = mod.argument_spec()["variables"]["options"]
     assert options["value"]["no_log"] is True
     assert mod.argument_spec()["token"]["no_log"] is True
+
+
+# ---------------------------------------------------------------- fingerprints
+
+KEY = "f" * 64
+
+
+def sensitive_env(id_: str, key: str, comment: str | None, targets: list[str] | None = None) -> dict:
+    record = {"id": id_, "key": key, "target": targets or ["production"], "type": "sensitive", "decrypted": False}
+    if comment is not None:
+        record["comment"] = comment
+    return record
+
+
+def fingerprinted(key: str, value: str) -> str:
+    return fingerprint_comment(value_fingerprint(KEY, key, value))
+
+
+def test_sensitive_value_unchanged_by_fingerprint_is_left_alone() -> None:
+    envs = [sensitive_env("e1", "S", fingerprinted("S", "old"))]
+    assert mod.plan_present([var("S", "old", type_="sensitive")], mod.managed_records(envs), False, False, KEY) == []
+
+
+def test_sensitive_value_changed_is_written_with_its_new_fingerprint() -> None:
+    envs = [sensitive_env("e1", "S", fingerprinted("S", "old"))]
+    [change] = mod.plan_present([var("S", "new", type_="sensitive")], mod.managed_records(envs), False, False, KEY)
+    assert change.fields == {"value": "new", "comment": fingerprinted("S", "new")}
+    assert change.public()["fields"] == ["comment", "value"]
+    assert "new" not in repr(change.public())
+
+
+def test_sensitive_value_without_fingerprint_is_written_once_to_record_one() -> None:
+    envs = [sensitive_env("e1", "S", "set by hand")]
+    [change] = mod.plan_present([var("S", "v", type_="sensitive")], mod.managed_records(envs), False, False, KEY)
+    assert change.fields == {"value": "v", "comment": fingerprinted("S", "v"), "type": "sensitive"}
+
+
+def test_a_new_fingerprint_key_rewrites_once() -> None:
+    envs = [sensitive_env("e1", "S", fingerprinted("S", "v"))]
+    other_key = "e" * 64
+    [change] = mod.plan_present([var("S", "v", type_="sensitive")], mod.managed_records(envs), False, False, other_key)
+    assert change.fields["comment"] == fingerprint_comment(value_fingerprint(other_key, "S", "v"))
+
+
+def test_encrypted_values_compare_the_decrypted_read_first() -> None:
+    # Decrypted value equal: no write, even without a fingerprint in the comment.
+    envs = [env("e1", "A", "same", ["production"])]
+    assert mod.plan_present([var("A", "same")], mod.managed_records(envs), False, False, KEY) == []
+    # Decrypted value differs: written with its fingerprint.
+    [change] = mod.plan_present([var("A", "new")], mod.managed_records(envs), False, False, KEY)
+    assert change.fields == {"value": "new", "comment": fingerprinted("A", "new")}
+
+
+def test_creates_carry_a_fingerprint_for_secrets_only() -> None:
+    changes = mod.plan_present(
+        [var("P", "p", type_="plain"), var("E", "e"), var("S", "s", type_="sensitive")], [], False, False, KEY
+    )
+    comments = {c.key: c.fields.get("comment") for c in changes}
+    assert comments == {"P": None, "E": fingerprinted("E", "e"), "S": fingerprinted("S", "s")}
+
+
+def test_list_ciphertext_is_never_taken_for_a_value() -> None:
+    listed = {"id": "e1", "key": "A", "value": "eyJ2IjoxfQ.abc", "target": ["production"], "type": "encrypted"}
+    [record] = mod.managed_records([dict(listed, decrypted=False)])
+    assert record.value is None
+
+
+class EnvClient:
+    def __init__(self, answers: dict[str, dict]) -> None:
+        self.answers = answers
+        self.reads: list[str] = []
+
+    def get_env(self, project_id: str, env_id: str) -> dict:
+        self.reads.append(env_id)
+        return self.answers[env_id]
+
+
+def test_encrypted_values_are_read_one_by_one_and_sensitive_never() -> None:
+    records = mod.managed_records(
+        [
+            {"id": "e1", "key": "A", "value": "cipher", "target": ["production"], "type": "encrypted"},
+            {"id": "e2", "key": "B", "value": "cipher", "target": ["production"], "type": "encrypted"},
+            sensitive_env("e3", "S", None),
+            {"id": "e4", "key": "UNLISTED", "value": "cipher", "target": ["production"], "type": "encrypted"},
+        ]
+    )
+    client = EnvClient({"e1": {"decrypted": True, "value": "plain-a"}, "e2": {"decrypted": False, "value": "c"}})
+    mod.read_encrypted_values(client, "prj", records, [var("A"), var("B"), var("S", type_="sensitive")])
+    assert client.reads == ["e1", "e2"]
+    assert [r.value for r in records] == ["plain-a", None, None, None]
+
+
+def test_sensitive_variables_need_the_key_unless_overwritten() -> None:
+    variables = [var("S", type_="sensitive"), var("T", type_="sensitive"), var("E")]
+    error = mod.validate_fingerprint_key(variables, "present", None, False)
+    assert error is not None
+    assert "fingerprint_key" in error and "THINKUS_VERCEL_FINGERPRINT_KEY" in error and "S, T" in error
+    assert mod.validate_fingerprint_key(variables, "present", None, True) is None
+    assert mod.validate_fingerprint_key(variables, "absent", None, False) is None
+    assert mod.validate_fingerprint_key([var("E")], "present", None, False) is None
+    assert mod.validate_fingerprint_key(variables, "present", KEY, False) is None
+
+
+def test_a_short_fingerprint_key_is_refused_without_echoing_it() -> None:
+    error = mod.validate_fingerprint_key([var("E")], "present", "short-key-123", False)
+    assert error is not None and "32 characters" in error
+    assert "short-key-123" not in error
+
+
+def test_fingerprint_key_option_is_no_log_with_env_fallback() -> None:
+    option = mod.argument_spec()["fingerprint_key"]
+    assert option["no_log"] is True
+    assert option["fallback"][1] == ["THINKUS_VERCEL_FINGERPRINT_KEY"]
