@@ -8,6 +8,10 @@ cold: a throwaway state and cache directory, so everything is built from nothing
 (debootstrap, base images, the Kubernetes build). It takes many minutes; it stops the
 running environment first because the components listen on fixed ports.
 deployment: a 3-replica Deployment on the kwok nodes, from create to availableReplicas == 3.
+real node: the platform's three Deployments (images, pull Secret, placement as `make demo`
+deployed them) applied into a fresh namespace, until every one is Available on the real node.
+memory: the resident memory (RSS) of every process the local environment started, their
+children, and the real node's pods (an upper bound: shared pages count once per process).
 """
 
 from __future__ import annotations
@@ -75,13 +79,95 @@ def deployment_seconds(kubeconfig: Path, runs: int) -> list[float]:
     return times
 
 
+def real_node_seconds(kubeconfig: Path) -> float:
+    """Apply the platform's Deployments (as deployed in `thinkus`) to a new namespace; time to all Available."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    source = apps.list_namespaced_deployment("thinkus").items
+    if not source:
+        raise RuntimeError("no Deployments in namespace thinkus: run `make demo` first")
+    ns = f"bench-node-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    try:
+        for kind in ("secrets", "config_maps"):
+            for obj in getattr(core, f"list_namespaced_{kind[:-1]}")("thinkus").items:
+                if obj.metadata.name.startswith("kube-root-ca") or (obj.type or "").startswith("kubernetes.io/service"):
+                    continue
+                obj.metadata = client.V1ObjectMeta(name=obj.metadata.name)
+                getattr(core, f"create_namespaced_{kind[:-1]}")(ns, obj)
+        t0 = time.monotonic()
+        for dep in source:
+            body = client.V1Deployment(metadata=client.V1ObjectMeta(name=dep.metadata.name), spec=dep.spec)
+            apps.create_namespaced_deployment(ns, body)
+        while True:
+            items = apps.list_namespaced_deployment(ns).items
+            if all((d.status.available_replicas or 0) == d.spec.replicas for d in items):
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > 300:
+                raise RuntimeError("the platform's Deployments were not Available after 300s")
+            time.sleep(0.2)
+    finally:
+        core.delete_namespace(ns)
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return tree
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def local_env_rss_mib() -> tuple[float, int]:
+    """(MiB, processes): every tracked process of .local/run, its descendants, and the node's pod shims."""
+    roots = set()
+    for pidfile in (ROOT / ".local" / "run").glob("*.pid"):
+        try:
+            roots.add(int(pidfile.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"/run/thinkus-ops/containerd.sock" in cmdline.read_bytes() and b"shim" in cmdline.read_bytes():
+                roots.add(int(cmdline.parent.name))
+        except OSError:
+            continue
+    tree, seen, todo = _children(), set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(tree.get(pid, []))
+    return sum(_rss_kib(pid) for pid in seen) / 1024, len(seen)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="also measure a cold bring-up (slow)")
     parser.add_argument("--runs", type=int, default=5, help="Deployments to time")
+    parser.add_argument("--memory-only", action="store_true", help="only the resident memory of what runs now")
     args = parser.parse_args()
 
     results: dict[str, str] = {}
+    mib, count = local_env_rss_mib()
+    results["resident memory of the local environment"] = f"{mib:.0f} MiB in {count} processes (budget 8192 MiB)"
+    if args.memory_only:
+        print(f"{'resident memory of the local environment':<45} {results.popitem()[1]}")
+        return 0
     if args.cold:
         localenv("down")
         with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
@@ -97,6 +183,9 @@ def main() -> int:
     times = deployment_seconds(ROOT / ".local" / "kubeconfig", args.runs)
     results["3-replica Deployment to Available"] = (
         f"median {statistics.median(times):.2f} s, max {max(times):.2f} s over {len(times)} runs"
+    )
+    results["platform Deployments to Available on the real node"] = (
+        f"{real_node_seconds(ROOT / '.local' / 'kubeconfig'):.1f} s"
     )
     for key, value in results.items():
         print(f"{key:<45} {value}")

@@ -278,7 +278,7 @@ class K8sClient:
         query = urlencode({"container": container, "tailLines": lines, "previous": str(previous).lower()})
         path = f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/log?{query}"
         try:
-            status, data = self._send("GET", path, {"Accept": "text/plain"}, None)
+            status, data = self._send("GET", path, {"Accept": "*/*"}, None)
         except Exception:  # a log is a detail of a failure message: never a new failure
             return ""
         if not 200 <= status <= 299:

@@ -164,13 +164,50 @@ def _ensure_bridge() -> None:
     # Service addresses never leave this machine: until kube-proxy has written a Service's
     # rules, a packet to it goes to the pod bridge (and nowhere), not to the default route.
     _ip("route", "replace", k8s.SERVICE_CIDR, "dev", BRIDGE)
+    _ensure_forwarding()
     for knob in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
         path = Path("/proc/sys") / knob
         if path.exists() and path.read_text().strip() != "1":
             path.write_text("1\n")
 
 
+FORWARD_CHAIN = "THINKUS-NODE-FORWARD"
+
+
+def _iptables(*args: str, check: bool = True) -> bool:
+    res = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True, check=False)
+    if check and res.returncode != 0:
+        raise LocalEnvError(f"{NAME}: iptables {' '.join(args)} failed: {res.stderr.strip()}")
+    return res.returncode == 0
+
+
+def _ensure_forwarding() -> None:
+    """Let packets between pods on the bridge through the host's FORWARD chain.
+
+    With bridge netfilter on, even pod-to-pod packets on one bridge pass FORWARD, and a pod
+    reaching a Service is routed through the host (DNAT by kube-proxy) and back onto the
+    bridge. The Docker engine sets FORWARD's policy to DROP and accepts only its own
+    bridges, so the node accepts traffic that enters and leaves its own bridge, no more.
+    """
+    if not _iptables("-n", "-L", FORWARD_CHAIN, check=False):
+        _iptables("-N", FORWARD_CHAIN)
+    rule = ("-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
+    if not _iptables("-C", FORWARD_CHAIN, *rule, check=False):
+        _iptables("-A", FORWARD_CHAIN, *rule)
+    jump = ("-j", FORWARD_CHAIN)
+    if not _iptables("-C", "FORWARD", *jump, check=False):
+        _iptables("-I", "FORWARD", "1", *jump)
+
+
+def _remove_forwarding() -> None:
+    while _iptables("-D", "FORWARD", "-j", FORWARD_CHAIN, check=False):
+        pass
+    if _iptables("-F", FORWARD_CHAIN, check=False):
+        _iptables("-X", FORWARD_CHAIN, check=False)
+
+
 def _remove_network(ctx: Context) -> None:
+    _remove_forwarding()
     _ip("route", "del", k8s.SERVICE_CIDR, "dev", BRIDGE, check=False)
     if _ip("link", "show", BRIDGE, check=False).returncode == 0:
         _ip("link", "del", BRIDGE, check=False)
@@ -510,7 +547,10 @@ def _kube_proxy_config(kubeconfig: Path) -> dict[str, Any]:
 
 
 def _corefile(kubeconfig: Path) -> str:
-    return f""".:53 {{
+    # Two server blocks on one address: the cluster's zones from the API server, and an
+    # NXDOMAIN for every other name (pods have no route beyond this machine). One block with
+    # both would not do: CoreDNS runs plugins in its compiled order, template before kubernetes.
+    return f"""cluster.local in-addr.arpa ip6.arpa {{
     bind {CLUSTER_DNS}
     errors
     health 127.0.0.1:{COREDNS_HEALTH_PORT}
@@ -518,15 +558,17 @@ def _corefile(kubeconfig: Path) -> str:
     kubernetes cluster.local in-addr.arpa ip6.arpa {{
         kubeconfig {kubeconfig} thinkus-local
         pods insecure
-        fallthrough in-addr.arpa ip6.arpa
         ttl 5
-    }}
-    # Nothing outside the cluster is resolved for pods: they have no route beyond this machine.
-    template ANY ANY {{
-        rcode NXDOMAIN
     }}
     cache 5
     loop
+}}
+. {{
+    bind {CLUSTER_DNS}
+    errors
+    template ANY ANY {{
+        rcode NXDOMAIN
+    }}
 }}
 """
 
