@@ -16,12 +16,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.thinkus.ops.plugins.module_utils import _backup_crypto as crypto
 from ansible_collections.thinkus.ops.plugins.module_utils import _pg_backup as pg
 from ansible_collections.thinkus.ops.plugins.module_utils import _redis_backup as rd
 from ansible_collections.thinkus.ops.plugins.module_utils import _s3_store as s3
@@ -32,7 +33,6 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     Check,
     backup_folder,
     build_manifest,
-    encryption_info,
     latest_complete,
     list_files,
     manifest_json,
@@ -154,12 +154,13 @@ def run_backup(req: BackupRequest, store: S3Store, work: str) -> dict[str, Any]:
     objects: list[dict[str, Any]] = []
     uploaded: list[str] = []
     t1 = time.monotonic()
+    encryptor = crypto.Encryptor(req.encryption_key) if req.encryption_key else None
     try:
         for path, name in local:
             entry: dict[str, Any] = {"name": name}
-            if req.encryption_key:
+            if encryptor is not None:
                 entry["plaintext_sha256"], entry["plaintext_size"] = sha256_file(path)
-                openssl_crypt(path, path + ENC_SUFFIX, req.encryption_key, decrypt=False)
+                encryptor.encrypt_file(path, path + ENC_SUFFIX)
                 os.unlink(path)
                 path, name = path + ENC_SUFFIX, name + ENC_SUFFIX
                 entry["name"] = name
@@ -178,7 +179,7 @@ def run_backup(req: BackupRequest, store: S3Store, work: str) -> dict[str, Any]:
             tools=tools,
             objects=objects,
             fingerprint=fingerprint,
-            encryption=encryption_info() if req.encryption_key else None,
+            encryption=encryptor.info() if encryptor is not None else None,
             dump=dump,
         )
         store.put_json(folder + MANIFEST_NAME, manifest, manifest_json(manifest))
@@ -229,24 +230,48 @@ def fetch_objects(store: S3Store, manifest: Mapping[str, Any], work: str) -> tup
     return checks, paths
 
 
-def decrypt_objects(manifest: Mapping[str, Any], paths: dict[str, str], key: str | None) -> dict[str, str]:
-    """Plaintext paths by plaintext name (decrypting when the backup is encrypted)."""
-    if not manifest.get("encryption"):
+def decrypt_objects(
+    manifest: Mapping[str, Any], paths: dict[str, str], key: str | None, previous_keys: Sequence[str] = ()
+) -> dict[str, str]:
+    """Plaintext paths by plaintext name (decrypting when the backup is encrypted).
+
+    AES-256-GCM objects (``thinkus.ops/backup-encryption/v1``) are authenticated chunk by chunk
+    with the key whose id the manifest names; backups made before that (``openssl enc``
+    AES-256-CBC, recognised from the manifest's ``encryption.cipher``) still restore through
+    openssl. Either way the plaintext must match the SHA-256 the manifest recorded.
+    """
+    info = manifest.get("encryption")
+    if not info:
         return dict(paths)
-    if not key:
-        raise BackupError(f"backup {manifest['id']} is encrypted: give its encryption key")
+    keys = [key, *previous_keys]
+    if crypto.is_legacy(info):
+        chosen = next((k for k in keys if k), None)
+        if not chosen:
+            raise BackupError(f"backup {manifest['id']} is encrypted: give its encryption key")
+        decryptor = None
+    else:
+        chosen = crypto.pick_key(info, keys, manifest["id"])
+        decryptor = crypto.Decryptor(chosen)
     plain: dict[str, str] = {}
     for obj in manifest["objects"]:
         name = obj["name"]
         src = paths[name]
         dst = src[: -len(ENC_SUFFIX)] if src.endswith(ENC_SUFFIX) else src + ".plain"
-        try:
-            openssl_crypt(src, dst, key, decrypt=True)
-        except BackupError as exc:
-            raise BackupError(f"cannot decrypt {name}: wrong encryption key or damaged object") from exc
+        if decryptor is not None:
+            decryptor.decrypt_file(src, dst, name)
+        else:
+            try:
+                openssl_crypt(src, dst, chosen, decrypt=True)
+            except BackupError as exc:
+                raise BackupError(
+                    f"cannot decrypt {name} (legacy AES-256-CBC backup): wrong encryption key or damaged object"
+                ) from exc
         digest, _size = sha256_file(dst)
         if obj.get("plaintext_sha256") and digest != obj["plaintext_sha256"]:
-            raise BackupError(f"{name} decrypted to content whose checksum does not match the manifest")
+            os.unlink(dst)
+            raise BackupError(
+                f"{name} decrypted to content whose checksum does not match the manifest: it was tampered with"
+            )
         os.unlink(src)
         plain[name[: -len(ENC_SUFFIX)] if name.endswith(ENC_SUFFIX) else name] = dst
     return plain

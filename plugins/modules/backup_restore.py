@@ -23,9 +23,11 @@ description:
 author:
   - Thinkus platform team (@thinkus-ai)
 requirements:
+  - Python 3.11 or newer on the host that runs the module (it fails at once, naming this, on an older one)
   - boto3
   - psycopg2 and C(pg_restore) (PostgreSQL backups)
   - redis (Python library) and C(redis-server) (Redis backups)
+  - cryptography (encrypted backups); C(openssl) for backups encrypted before AES-256-GCM
 extends_documentation_fragment:
   - thinkus.ops.backup
   - thinkus.ops.backup.postgres
@@ -75,8 +77,20 @@ options:
     type: bool
     default: false
   encryption_key:
-    description: Key of an encrypted backup. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+    description:
+      - Key of an encrypted backup. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+      - Every chunk of an AES-256-GCM object is authenticated before anything is restored; an object that
+        was changed, truncated or reordered fails naming it. Backups made before authenticated encryption
+        (C(openssl enc) AES-256-CBC, recognised from the manifest) are decrypted with C(openssl) and checked
+        against the plaintext SHA-256 in their manifest.
     type: str
+  encryption_previous_keys:
+    description:
+      - Earlier encryption keys, kept here after a key rotation until the backups made with them have aged
+        out. The key whose id the manifest records (C(encryption.key_id)) is used. Never logged.
+    type: list
+    elements: str
+    default: []
   work_dir:
     description: Where objects are downloaded (a private directory is made inside and removed).
     type: path
@@ -146,6 +160,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     BackupError,
     Check,
     failed_names,
+    python_problem,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
     RDB_FILE,
@@ -167,6 +182,7 @@ def argument_spec() -> dict[str, Any]:
         redis_databases=dict(type="list", elements="int"),
         redis_key_pattern=dict(type="str", default="*", no_log=False),
         force=dict(type="bool", default=False),
+        encryption_previous_keys=dict(type="list", elements="str", no_log=True, default=[]),
     )
 
 
@@ -214,6 +230,9 @@ def inspect_redis(params: dict[str, Any], manifest: dict[str, Any]) -> tuple[dic
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, required_one_of=[("key", "kind")])
+    too_old = python_problem("thinkus.ops.backup_restore")
+    if too_old:
+        module.fail_json(msg=too_old)
     if not s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3.BOTO3_IMPORT_ERROR))
     params = module.params
@@ -240,7 +259,7 @@ def main() -> None:
                 result["checks"] = [c.as_dict() for c in checks]
                 result["changed"] = False
                 module.fail_json(msg=f"backup {manifest['id']} is damaged: {', '.join(failed_names(checks))}", **result)
-            plain = decrypt_objects(manifest, paths, params["encryption_key"])
+            plain = decrypt_objects(manifest, paths, params["encryption_key"], params["encryption_previous_keys"])
             t0 = time.monotonic()
             if is_pg:
                 if create:

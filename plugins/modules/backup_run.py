@@ -23,15 +23,16 @@ description:
     end times, tool versions, the size and SHA-256 of each object and the fingerprint. A backup
     without a manifest is never the latest; on failure the objects already uploaded are deleted.
   - Passwords reach C(pg_dump) and C(redis-cli) through their environment (C(PGPASSWORD),
-    C(REDISCLI_AUTH)), never their command line; the encryption key reaches C(openssl) the same way.
+    C(REDISCLI_AUTH)), never their command line; encryption runs inside the module (no key on any command line).
 author:
   - Thinkus platform team (@thinkus-ai)
 requirements:
+  - Python 3.11 or newer on the host that runs the module (it fails at once, naming this, on an older one)
   - boto3
   - psycopg2 (PostgreSQL kinds)
   - redis (Python library) and the C(redis-cli) and C(redis-server) binaries (V(redis) kind)
   - C(pg_dump) of the server's major version or newer (PostgreSQL kinds)
-  - C(openssl) (with O(encryption_key))
+  - cryptography (with O(encryption_key))
 extends_documentation_fragment:
   - thinkus.ops.backup
   - thinkus.ops.backup.postgres
@@ -78,8 +79,12 @@ options:
     default: 100
   encryption_key:
     description:
-      - Encrypt every object client-side (AES-256-CBC, PBKDF2-SHA256 key derivation, C(openssl enc))
-        before it leaves the host. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+      - Encrypt every object client-side before it leaves the host, with authenticated encryption
+        (AES-256-GCM in 1 MiB chunks, each bound to its position and to whether it is the last one, so
+        tampering, truncation and reordering are detected on restore). The key is a passphrase (for example
+        the output of C(openssl rand -base64 32)); scrypt and HKDF-SHA256 derive a separate AES key for every
+        object. The manifest records C(encryption.key_id), which identifies the key without revealing it.
+      - Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
       - Keep it in the vault; without it the backup cannot be restored.
     type: str
   work_dir:
@@ -156,6 +161,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     ENGINE_OF_KIND,
     BackupError,
     new_backup_id,
+    python_problem,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
     BackupRequest,
@@ -211,6 +217,9 @@ def check_access(req: BackupRequest, store: s3.S3Store) -> None:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    too_old = python_problem("thinkus.ops.backup_run")
+    if too_old:
+        module.fail_json(msg=too_old)
     if not s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3.BOTO3_IMPORT_ERROR))
     try:
