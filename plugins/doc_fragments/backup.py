@@ -48,8 +48,10 @@ options:
   postgres_url:
     description:
       - Connection URL C(postgresql://user:password@host:port/database?sslmode=require). Never logged;
-        the password is taken out of it before any tool sees it. Explicit O(postgres_host) and the other
-        options override its parts.
+        the password is taken out of it before any tool sees it.
+      - What the URL gives wins; O(postgres_host), O(postgres_port), O(postgres_user), O(postgres_password),
+        O(postgres_sslmode) and the database option (and their E(PG*) fallbacks) only fill in what it lacks.
+        Its query parameters (C(sslmode), C(sslrootcert), C(options), ...) are passed to libpq as they are.
     type: str
   postgres_host:
     description: Host of the PostgreSQL server. Falls back to E(PGHOST).

@@ -54,10 +54,18 @@ options:
     type: str
     choices: [full, hourly, redis]
   postgres_database:
-    description: The target database. Falls back to E(PGDATABASE).
+    description:
+      - Database of the connection when O(postgres_url) names none. Falls back to E(PGDATABASE).
+      - The restore goes into this database unless O(target_database) is set.
+    type: str
+  target_database:
+    description:
+      - The database to restore into, on the server of the connection. When not set, the database of the
+        connection (the one in O(postgres_url), else O(postgres_database)).
+      - The role P(thinkus.ops.backup#role) sets it to a scratch database unless told to restore over the source.
     type: str
   create_database:
-    description: Create O(postgres_database) when it does not exist (else that is an error).
+    description: Create the target database when it does not exist (else that is an error).
     type: bool
     default: false
   restore_jobs:
@@ -123,10 +131,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: Id, kind and manifest key of the backup restored.
+  description: Id, kind, manifest key, finish time and age (seconds, when the module ran) of the backup restored.
   returned: always
   type: dict
-  sample: {id: 20260117T030000Z-1a2b3c, kind: full, manifest: prod/full/20260117T030000Z-1a2b3c/manifest.json}
+  sample:
+    id: 20260117T030000Z-1a2b3c
+    kind: full
+    manifest: prod/full/20260117T030000Z-1a2b3c/manifest.json
+    finished_at: "2026-01-17T03:00:41.512Z"
+    age_seconds: 5400
 target:
   description: The target (no credentials) and what it held before.
   returned: always
@@ -160,7 +173,9 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     BackupError,
     Check,
     failed_names,
+    parse_iso,
     python_problem,
+    utcnow,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
     RDB_FILE,
@@ -182,6 +197,7 @@ def argument_spec() -> dict[str, Any]:
         redis_databases=dict(type="list", elements="int"),
         redis_key_pattern=dict(type="str", default="*", no_log=False),
         force=dict(type="bool", default=False),
+        target_database=dict(type="str"),
         encryption_previous_keys=dict(type="list", elements="str", no_log=True, default=[]),
     )
 
@@ -189,8 +205,10 @@ def argument_spec() -> dict[str, Any]:
 def inspect_postgres(params: dict[str, Any]) -> tuple[pg.PgConn, dict[str, Any], bool]:
     """The target, a description of it, and whether it must be created."""
     target = pg.PgConn.from_params(params)
+    if params["target_database"]:
+        target = target.with_database(params["target_database"])
     if not target.database:
-        raise BackupError("set postgres_database (or postgres_url) to the database to restore into")
+        raise BackupError("set target_database (or postgres_database, or postgres_url) to the database to restore into")
     admin = target.with_database("postgres")
     exists = True
     try:
@@ -240,7 +258,13 @@ def main() -> None:
     try:
         store = s3.S3Store(params)
         manifest = resolve_backup(store, params["prefix"], params["key"], params["kind"])
-        result["backup"] = {"id": manifest["id"], "kind": manifest["kind"], "manifest": manifest["_key"]}
+        result["backup"] = {
+            "id": manifest["id"],
+            "kind": manifest["kind"],
+            "manifest": manifest["_key"],
+            "finished_at": manifest["finished_at"],
+            "age_seconds": int((utcnow() - parse_iso(manifest["finished_at"])).total_seconds()),
+        }
         is_pg = "postgres" in manifest["fingerprint"]
         if is_pg and not pg.HAS_PSYCOPG2:
             module.fail_json(msg=missing_required_lib("psycopg2"))
