@@ -74,6 +74,21 @@ options:
     # How a module reaches Redis.
     REDIS = r"""
 options:
+  redis_url:
+    description:
+      - Connection URL C(rediss://user:password@host:port) (TLS) or C(redis://...). Never logged; the password
+        reaches C(redis-cli) through E(REDISCLI_AUTH), never its command line. Falls back to
+        E(THINKUS_BACKUP_REDIS_URL).
+      - What the URL gives wins; O(redis_host), O(redis_port), O(redis_username), O(redis_password) and
+        O(redis_tls) only fill in what it lacks.
+    type: str
+  redis_tls:
+    description: Connect with TLS (implied by a C(rediss://) URL). The certificate and host name are always verified.
+    type: bool
+    default: false
+  redis_tls_ca_file:
+    description: CA bundle that signed the server's certificate; the system's trusted CAs when not set.
+    type: path
   redis_host:
     description: Host of the Redis server.
     type: str

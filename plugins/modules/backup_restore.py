@@ -178,12 +178,12 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     utcnow,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
-    RDB_FILE,
     WorkDir,
     backup_argument_spec,
     decrypt_objects,
     fetch_objects,
     postgres_dump_path,
+    redis_snapshot_file,
     resolve_backup,
 )
 
@@ -293,7 +293,8 @@ def main() -> None:
                 for table, rows in sorted(manifest["fingerprint"]["postgres"]["tables"].items()):
                     checks.append(Check(f"row_count:{table}", rows, actual.get(table), actual.get(table) == rows))
             else:
-                with rd.ScratchRedis(plain[RDB_FILE], databases=max(dbs, default=0) + 1) as scratch:
+                snap, fmt = redis_snapshot_file(manifest, plain)
+                with rd.ScratchRedis(snap, databases=max(dbs, default=0) + 1, fmt=fmt) as scratch:
                     copied = rd.copy_keys(scratch.params, rtarget, dbs, params["redis_key_pattern"], params["force"])
                 result["restored_keys"] = {str(k): v for k, v in copied.items()}
             result["restore_seconds"] = round(time.monotonic() - t0, 3)

@@ -224,12 +224,12 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     python_problem,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
-    RDB_FILE,
     WorkDir,
     backup_argument_spec,
     decrypt_objects,
     fetch_objects,
     postgres_dump_path,
+    redis_snapshot_file,
     resolve_backup,
     restore_postgres_scratch,
     rpo_check,
@@ -324,7 +324,8 @@ def verify(module: AnsibleModule, manifest: dict[str, Any], store: s3.S3Store, r
             expected = fp["redis"]
             if params["compare_to"] == "live":
                 expected = rd.fingerprint(live_params, params["redis_sample_size"])
-            with rd.ScratchRedis(plain[RDB_FILE], databases=_highest(expected) + 1) as scratch:
+            snap, fmt = redis_snapshot_file(manifest, plain)
+            with rd.ScratchRedis(snap, databases=_highest(expected) + 1, fmt=fmt) as scratch:
                 report["scratch"] = {"redis_port": scratch.port, "removed": False}
                 seconds = scratch.load_seconds
                 actual = rd.fingerprint(scratch.params, int(expected["sample"]["size"]))
