@@ -22,6 +22,7 @@ import json
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,3 +357,57 @@ def test_a_tampered_encrypted_backup_fails_restore_saying_so(
         "thinkus.ops.restore_verify", {**args, "kind": "redis"}, base_env(tls_redis, "another key"), tmp_path
     )
     assert wrong.get("failed") and "was encrypted with key id" in wrong["msg"], wrong
+
+
+def test_the_role_restore_shows_the_age_and_needs_the_confirmation(
+    tls_redis: Server, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """playbooks/restore.yml's flow against a managed-style Redis: refused without the flag or with a wrong
+    confirmation (nothing changed), then restored after printing the backup's age."""
+    prefix = f"role-{secrets.token_hex(3)}"
+    env = base_env(tls_redis)
+    taken = run_module(
+        "thinkus.ops.backup_run", {**common(tls_redis, s3_endpoint, prefix), "kind": "redis"}, env, tmp_path
+    )
+    assert not taken.get("failed"), taken
+    before = tls_redis.content()
+    tls_redis.client(3).flushdb()
+    playbook = "playbooks/restore.yml"
+    role_vars: dict[str, Any] = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "backup_environment": "test",
+        "backup_restore_confirmation_required": True,
+        "backup_restore_kind": "redis",
+        "backup_restore_redis_databases": [3],
+        "backup_s3_bucket": BUCKET,
+        "backup_s3_prefix": prefix,
+        "backup_s3_endpoint_url": s3_endpoint,
+        "backup_redis_tls_ca_file": str(tls_redis.ca),
+    }
+    expected = f"test/redis:127.0.0.1:{tls_redis.port}"
+
+    refused = run_playbook(playbook, env=env, extra_vars=role_vars, verbosity=3)
+    assert refused.rc != 0 and "set backup_restore_over_source=true" in refused.output
+    wrong = run_playbook(
+        playbook,
+        env=env,
+        extra_vars={**role_vars, "backup_restore_over_source": True, "backup_restore_confirm": "test"},
+    )
+    assert wrong.rc != 0 and f"backup_restore_confirm={expected}" in wrong.output
+    assert tls_redis.client(3).dbsize() == 0, "a refusal changed nothing"
+
+    done = run_playbook(
+        playbook,
+        env=env,
+        extra_vars={**role_vars, "backup_restore_over_source": True, "backup_restore_confirm": expected},
+        verbosity=3,
+    )
+    assert done.rc == 0, done.output[-4000:]
+    flat = " ".join(done.output.split())  # the callback wraps long messages
+    backup_id = taken["backup"]["id"]
+    shown = f"redis backup {backup_id} finished {taken['manifest']['finished_at']}, 0h 0m ago; restoring it into "
+    assert shown + f"redis:127.0.0.1:{tls_redis.port} (over the live source)" in flat
+    assert flat.index(shown) < flat.index("TASK [thinkus.ops.backup : Restore the backup]")
+    assert tls_redis.content()[3] == before[3]
+    assert tls_redis.password not in done.output and S3_SECRET not in done.output
