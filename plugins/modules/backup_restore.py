@@ -15,10 +15,11 @@ description:
   - PostgreSQL - C(pg_restore) into O(postgres_database). A target that already holds tables, views or
     sequences is refused unless O(force=true), which restores with C(--clean --if-exists) (objects the
     backup holds are replaced, others are left).
-  - Redis - the RDB file is loaded by a throwaway C(redis-server) (the way Redis restores a snapshot;
-    C(redis-cli --rdb) only downloads one) and the keys of O(redis_databases) matching O(redis_key_pattern)
+  - Redis - the snapshot is loaded by a throwaway C(redis-server) (an RDB file the way Redis restores one,
+    C(redis-cli --rdb) only downloads it; a logical snapshot key by key with RESTORE ... ABSTTL; the manifest's
+    C(dump.mode) says which) and the keys of O(redis_databases) matching O(redis_key_pattern)
     are copied to the target with DUMP/RESTORE, TTLs kept. A target holding matching keys is refused
-    unless O(force=true), which deletes the matching keys first. This works for managed Redis too.
+    unless O(force=true), which deletes the matching keys first. This works for managed Redis too, over TLS.
   - After a PostgreSQL restore the row count of every table in the manifest is checked in the target.
 author:
   - Thinkus platform team (@thinkus-ai)

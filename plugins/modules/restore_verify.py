@@ -13,7 +13,8 @@ description:
   - Takes a backup made by M(thinkus.ops.backup_run) (a named one, or the latest good backup of a kind),
     downloads every object and checks its size and SHA-256 against the manifest.
   - PostgreSQL backups are restored with C(pg_restore) into a new scratch database, Redis snapshots are
-    loaded by a throwaway C(redis-server) on a free loopback port (the way Redis restores an RDB file).
+    loaded by a throwaway C(redis-server) on a free loopback port (an RDB file the way Redis restores one, a
+    logical snapshot key by key with RESTORE ... ABSTTL).
   - The restored content is compared with the fingerprint in the manifest (or, with O(compare_to=live),
     with the live source right now) - the set of tables, the row count of each table and the schema
     hash; for Redis the number of keys per database and the digest of a sample of keys and values.
