@@ -138,6 +138,7 @@ class Server:
                 break
             except redis.exceptions.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()  # leave no server behind
                     raise RuntimeError((where / "redis.log").read_text()[-2000:]) from None
                 time.sleep(0.05)
 
@@ -177,8 +178,13 @@ class Server:
         return out
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 @pytest.fixture
