@@ -48,8 +48,10 @@ options:
   postgres_url:
     description:
       - Connection URL C(postgresql://user:password@host:port/database?sslmode=require). Never logged;
-        the password is taken out of it before any tool sees it. Explicit O(postgres_host) and the other
-        options override its parts.
+        the password is taken out of it before any tool sees it.
+      - What the URL gives wins; O(postgres_host), O(postgres_port), O(postgres_user), O(postgres_password),
+        O(postgres_sslmode) and the database option (and their E(PG*) fallbacks) only fill in what it lacks.
+        Its query parameters (C(sslmode), C(sslrootcert), C(options), ...) are passed to libpq as they are.
     type: str
   postgres_host:
     description: Host of the PostgreSQL server. Falls back to E(PGHOST).
@@ -72,6 +74,21 @@ options:
     # How a module reaches Redis.
     REDIS = r"""
 options:
+  redis_url:
+    description:
+      - Connection URL C(rediss://user:password@host:port) (TLS) or C(redis://...). Never logged; the password
+        reaches C(redis-cli) through E(REDISCLI_AUTH), never its command line. Falls back to
+        E(THINKUS_BACKUP_REDIS_URL).
+      - What the URL gives wins; O(redis_host), O(redis_port), O(redis_username), O(redis_password) and
+        O(redis_tls) only fill in what it lacks.
+    type: str
+  redis_tls:
+    description: Connect with TLS (implied by a C(rediss://) URL). The certificate and host name are always verified.
+    type: bool
+    default: false
+  redis_tls_ca_file:
+    description: CA bundle that signed the server's certificate; the system's trusted CAs when not set.
+    type: path
   redis_host:
     description: Host of the Redis server.
     type: str

@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +41,35 @@ DEFAULT_RETENTION_DAYS = {"full": 30, "hourly": 7, "redis": 7}
 # The seed's schedule (daily, hourly, every 6 hours) plus a margin for the job's own run time.
 DEFAULT_RPO_SECONDS = {"full": 26 * 3600, "hourly": 2 * 3600, "redis": 6 * 3600 + 1800}
 
+# The backup modules run where the jobs run: the controller, the backup image (Python 3.11) or,
+# in host mode, the target host, which the role supports on Debian 12 (bookworm, Python 3.11)
+# and newer. They use Python 3.11 features; on anything older they fail at once (the code
+# below and everything these modules import stays importable by Python 3.8 so that they can).
+MIN_PYTHON = (3, 11)
+
 _ID_RE = re.compile(r"^(?P<ts>\d{8}T\d{6}Z)(?:-[0-9a-z]+)?$")
 _TS_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 class BackupError(Exception):
     """A failure with a message meant for the operator (no secrets in it)."""
+
+
+# --------------------------------------------------------------------------- python
+
+
+def python_problem(module: str, version: Sequence[int] | None = None, executable: str | None = None) -> str | None:
+    """The message a backup module fails with on a Python older than MIN_PYTHON, else None."""
+    version = tuple(version if version is not None else sys.version_info[:3])
+    if version[:2] >= MIN_PYTHON:
+        return None
+    found = ".".join(str(v) for v in version[:3])
+    need = ".".join(str(v) for v in MIN_PYTHON)
+    return (
+        f"{module} needs Python {need} or newer on the host that runs it; {executable or sys.executable} is "
+        f"Python {found}. Debian 12 (bookworm) and newer have it as python3: point ansible_python_interpreter "
+        "at a Python 3.11+ or run the backup from the backup image or the controller (backup_mode: cluster)"
+    )
 
 
 # --------------------------------------------------------------------------- time
@@ -370,19 +394,25 @@ def tool_version(binary: str) -> str:
     return out.stdout.decode(errors="replace").strip().splitlines()[0] if out.stdout else "unknown"
 
 
-# --------------------------------------------------------------------------- encryption (optional)
+# --------------------------------------------------------------------------- legacy encryption
 
+# Backups made before authenticated encryption (see _backup_crypto) were encrypted with
+# ``openssl enc`` AES-256-CBC; their manifests say so and they still restore through openssl.
 CIPHER = "aes-256-cbc"
 KDF_ITERATIONS = 200000
 _KEY_ENV = "THINKUS_BACKUP_ENCRYPTION_KEY"
 
 
 def encryption_info() -> dict[str, Any]:
+    """The manifest's ``encryption`` of a legacy (openssl AES-256-CBC) backup."""
     return {"tool": "openssl enc", "cipher": CIPHER, "kdf": "pbkdf2-sha256", "iterations": KDF_ITERATIONS}
 
 
 def openssl_crypt(src: str, dst: str, key: str, decrypt: bool) -> None:
-    """Encrypt or decrypt a file with openssl; the key reaches openssl through its environment."""
+    """Encrypt or decrypt a legacy object with openssl; the key reaches openssl through its environment.
+
+    Only decryption is used by the modules (old backups); encryption is kept for the tests
+    that prove old backups still restore."""
     argv = [
         "openssl",
         "enc",

@@ -16,12 +16,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.thinkus.ops.plugins.module_utils import _backup_crypto as crypto
 from ansible_collections.thinkus.ops.plugins.module_utils import _pg_backup as pg
 from ansible_collections.thinkus.ops.plugins.module_utils import _redis_backup as rd
 from ansible_collections.thinkus.ops.plugins.module_utils import _s3_store as s3
@@ -32,7 +33,6 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     Check,
     backup_folder,
     build_manifest,
-    encryption_info,
     latest_complete,
     list_files,
     manifest_json,
@@ -49,6 +49,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._s3_store import S3Sto
 PG_DUMP_FILE = "postgres.dump"
 PG_DUMP_DIR = "postgres.dir"
 RDB_FILE = "redis.rdb"
+LOGICAL_FILE = "redis.logical"
 ENC_SUFFIX = ".enc"
 
 
@@ -96,6 +97,7 @@ class BackupRequest:
     postgres_compress: int | None = None
     redis: dict[str, Any] | None = None
     redis_sample_size: int = 100
+    redis_snapshot_mode: str = "auto"
     encryption_key: str | None = None
     part_size: int = 32 * 1024 * 1024
     timings: dict[str, float] = field(default_factory=dict)
@@ -105,12 +107,19 @@ def plan_backup(req: BackupRequest, backup_id: str) -> dict[str, Any]:
     folder = backup_folder(req.prefix, req.kind, backup_id)
     suffix = ENC_SUFFIX if req.encryption_key else ""
     if ENGINE_OF_KIND[req.kind] == "redis":
-        objects = [folder + RDB_FILE + suffix]
+        # auto: the RDB file, or a logical snapshot when the server turns out to refuse SYNC
+        names = {"rdb": [RDB_FILE], "logical": [LOGICAL_FILE]}.get(req.redis_snapshot_mode, [RDB_FILE])
+        objects = [folder + name + suffix for name in names]
     elif req.postgres_format == "directory":
         objects = [folder + PG_DUMP_DIR + "/*" + suffix]
     else:
         objects = [folder + PG_DUMP_FILE + suffix]
-    return {"id": backup_id, "folder": folder, "objects": objects, "manifest": folder + MANIFEST_NAME}
+    plan = {"id": backup_id, "folder": folder, "objects": objects, "manifest": folder + MANIFEST_NAME}
+    if ENGINE_OF_KIND[req.kind] == "redis":
+        plan["redis_snapshot_mode"] = req.redis_snapshot_mode
+        if req.redis_snapshot_mode == "auto":
+            plan["fallback_object"] = folder + LOGICAL_FILE + suffix
+    return plan
 
 
 def run_backup(req: BackupRequest, store: S3Store, work: str) -> dict[str, Any]:
@@ -141,25 +150,26 @@ def run_backup(req: BackupRequest, store: S3Store, work: str) -> dict[str, Any]:
     else:
         if req.redis is None:
             raise BackupError("kind redis needs a Redis connection")
-        out = os.path.join(work, RDB_FILE)
-        rd.snapshot(req.redis, out)
-        with rd.ScratchRedis(out) as scratch:
+        out, dump = redis_snapshot(req.redis, req.redis_snapshot_mode, work)
+        fmt = dump["mode"]
+        databases = rd.logical_databases(out) + 1 if fmt == "logical" else 16
+        with rd.ScratchRedis(out, databases=databases, fmt=fmt) as scratch:
             fingerprint = {"redis": rd.fingerprint(scratch.params, req.redis_sample_size)}
         tools = {"redis-cli": tool_version("redis-cli"), "redis-server": tool_version("redis-server")}
         source = {"engine": "redis", **rd.describe(req.redis)}
-        local = [(out, RDB_FILE)]
-        dump = {"tool": "redis-cli --rdb", "format": "rdb"}
+        local = [(out, os.path.basename(out))]
     req.timings["dump_seconds"] = round(time.monotonic() - t0, 3)
 
     objects: list[dict[str, Any]] = []
     uploaded: list[str] = []
     t1 = time.monotonic()
+    encryptor = crypto.Encryptor(req.encryption_key) if req.encryption_key else None
     try:
         for path, name in local:
             entry: dict[str, Any] = {"name": name}
-            if req.encryption_key:
+            if encryptor is not None:
                 entry["plaintext_sha256"], entry["plaintext_size"] = sha256_file(path)
-                openssl_crypt(path, path + ENC_SUFFIX, req.encryption_key, decrypt=False)
+                encryptor.encrypt_file(path, path + ENC_SUFFIX)
                 os.unlink(path)
                 path, name = path + ENC_SUFFIX, name + ENC_SUFFIX
                 entry["name"] = name
@@ -178,7 +188,7 @@ def run_backup(req: BackupRequest, store: S3Store, work: str) -> dict[str, Any]:
             tools=tools,
             objects=objects,
             fingerprint=fingerprint,
-            encryption=encryption_info() if req.encryption_key else None,
+            encryption=encryptor.info() if encryptor is not None else None,
             dump=dump,
         )
         store.put_json(folder + MANIFEST_NAME, manifest, manifest_json(manifest))
@@ -189,6 +199,42 @@ def run_backup(req: BackupRequest, store: S3Store, work: str) -> dict[str, Any]:
         raise
     req.timings["upload_seconds"] = round(time.monotonic() - t1, 3)
     return manifest
+
+
+def redis_snapshot(params: Mapping[str, Any], mode: str, work: str) -> tuple[str, dict[str, Any]]:
+    """Take a Redis snapshot in ``mode`` (auto, rdb, logical); returns its path and the manifest's ``dump``.
+
+    ``auto`` downloads the RDB file (SYNC) and falls back to a logical snapshot when the
+    server refuses SYNC, as managed Redis does; any other failure is reported as it is.
+    """
+    if mode not in rd.SNAPSHOT_MODES:
+        raise BackupError(f"redis_snapshot_mode must be one of {', '.join(rd.SNAPSHOT_MODES)}, got {mode!r}")
+    dump: dict[str, Any] = {"requested_mode": mode}
+    if mode in ("auto", "rdb"):
+        out = os.path.join(work, RDB_FILE)
+        try:
+            rd.snapshot(params, out)
+            dump.update(tool="redis-cli --rdb", format="rdb", mode="rdb")
+            return out, dump
+        except rd.SyncRefused as exc:
+            if mode == "rdb":
+                raise BackupError(f"{exc}: set redis_snapshot_mode to logical (or auto) for this server") from exc
+            dump["fallback_reason"] = str(exc)
+            with contextlib.suppress(OSError):
+                os.unlink(out)
+    out = os.path.join(work, LOGICAL_FILE)
+    counts = rd.logical_snapshot(params, out)
+    dump.update(tool="SCAN + DUMP/PTTL", format=rd.LOGICAL_FORMAT, mode="logical", keys=counts["keys"])
+    return out, dump
+
+
+def redis_snapshot_file(manifest: Mapping[str, Any], plain: Mapping[str, str]) -> tuple[str, str]:
+    """The snapshot among a Redis backup's plaintext files, and its format (rdb or logical)."""
+    if LOGICAL_FILE in plain:
+        return plain[LOGICAL_FILE], "logical"
+    if RDB_FILE in plain:
+        return plain[RDB_FILE], "rdb"
+    raise BackupError(f"backup {manifest['id']} holds no Redis snapshot ({RDB_FILE} or {LOGICAL_FILE})")
 
 
 # --------------------------------------------------------------------------- find and fetch
@@ -229,24 +275,48 @@ def fetch_objects(store: S3Store, manifest: Mapping[str, Any], work: str) -> tup
     return checks, paths
 
 
-def decrypt_objects(manifest: Mapping[str, Any], paths: dict[str, str], key: str | None) -> dict[str, str]:
-    """Plaintext paths by plaintext name (decrypting when the backup is encrypted)."""
-    if not manifest.get("encryption"):
+def decrypt_objects(
+    manifest: Mapping[str, Any], paths: dict[str, str], key: str | None, previous_keys: Sequence[str] = ()
+) -> dict[str, str]:
+    """Plaintext paths by plaintext name (decrypting when the backup is encrypted).
+
+    AES-256-GCM objects (``thinkus.ops/backup-encryption/v1``) are authenticated chunk by chunk
+    with the key whose id the manifest names; backups made before that (``openssl enc``
+    AES-256-CBC, recognised from the manifest's ``encryption.cipher``) still restore through
+    openssl. Either way the plaintext must match the SHA-256 the manifest recorded.
+    """
+    info = manifest.get("encryption")
+    if not info:
         return dict(paths)
-    if not key:
-        raise BackupError(f"backup {manifest['id']} is encrypted: give its encryption key")
+    keys = [key, *previous_keys]
+    if crypto.is_legacy(info):
+        chosen = next((k for k in keys if k), None)
+        if not chosen:
+            raise BackupError(f"backup {manifest['id']} is encrypted: give its encryption key")
+        decryptor = None
+    else:
+        chosen = crypto.pick_key(info, keys, manifest["id"])
+        decryptor = crypto.Decryptor(chosen)
     plain: dict[str, str] = {}
     for obj in manifest["objects"]:
         name = obj["name"]
         src = paths[name]
         dst = src[: -len(ENC_SUFFIX)] if src.endswith(ENC_SUFFIX) else src + ".plain"
-        try:
-            openssl_crypt(src, dst, key, decrypt=True)
-        except BackupError as exc:
-            raise BackupError(f"cannot decrypt {name}: wrong encryption key or damaged object") from exc
+        if decryptor is not None:
+            decryptor.decrypt_file(src, dst, name)
+        else:
+            try:
+                openssl_crypt(src, dst, chosen, decrypt=True)
+            except BackupError as exc:
+                raise BackupError(
+                    f"cannot decrypt {name} (legacy AES-256-CBC backup): wrong encryption key or damaged object"
+                ) from exc
         digest, _size = sha256_file(dst)
         if obj.get("plaintext_sha256") and digest != obj["plaintext_sha256"]:
-            raise BackupError(f"{name} decrypted to content whose checksum does not match the manifest")
+            os.unlink(dst)
+            raise BackupError(
+                f"{name} decrypted to content whose checksum does not match the manifest: it was tampered with"
+            )
         os.unlink(src)
         plain[name[: -len(ENC_SUFFIX)] if name.endswith(ENC_SUFFIX) else name] = dst
     return plain

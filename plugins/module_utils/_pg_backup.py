@@ -128,12 +128,19 @@ class PgConn:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], prefix: str = "postgres_") -> PgConn:
+        """The connection a module's options describe.
+
+        A URL is taken as given: its host, port, user, password, database and query
+        parameters (``sslmode`` and any other libpq keyword) all win. The explicit options
+        (and their ``PG*`` environment fallbacks) only fill in what the URL lacks, so a role
+        default such as ``port=5432`` can never redirect ``postgresql://...@db:6543/app``.
+        """
         url = params.get(prefix + "url")
         conn = cls.from_url(url) if url else cls()
         for name in ("host", "port", "user", "database", "password"):
-            if params.get(prefix + name) not in (None, ""):
+            if getattr(conn, name) in (None, "") and params.get(prefix + name) not in (None, ""):
                 setattr(conn, name, params[prefix + name])
-        if params.get(prefix + "sslmode"):
+        if params.get(prefix + "sslmode") and "sslmode" not in conn.options:
             conn.options["sslmode"] = params[prefix + "sslmode"]
         return conn
 

@@ -22,6 +22,7 @@ description:
 author:
   - Thinkus platform team (@thinkus-ai)
 requirements:
+  - Python 3.11 or newer on the host that runs the module (it fails at once, naming this, on an older one)
   - boto3
 extends_documentation_fragment:
   - thinkus.ops.backup
@@ -84,6 +85,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     MANIFEST_NAME,
     BackupError,
     plan_retention,
+    python_problem,
     utcnow,
 )
 
@@ -109,6 +111,9 @@ def main() -> None:
     )
     spec.update(s3.s3_argument_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    too_old = python_problem("thinkus.ops.backup_prune")
+    if too_old:
+        module.fail_json(msg=too_old)
     if not s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3.BOTO3_IMPORT_ERROR))
     try:

@@ -15,17 +15,20 @@ description:
   - PostgreSQL - C(pg_restore) into O(postgres_database). A target that already holds tables, views or
     sequences is refused unless O(force=true), which restores with C(--clean --if-exists) (objects the
     backup holds are replaced, others are left).
-  - Redis - the RDB file is loaded by a throwaway C(redis-server) (the way Redis restores a snapshot;
-    C(redis-cli --rdb) only downloads one) and the keys of O(redis_databases) matching O(redis_key_pattern)
+  - Redis - the snapshot is loaded by a throwaway C(redis-server) (an RDB file the way Redis restores one,
+    C(redis-cli --rdb) only downloads it; a logical snapshot key by key with RESTORE ... ABSTTL; the manifest's
+    C(dump.mode) says which) and the keys of O(redis_databases) matching O(redis_key_pattern)
     are copied to the target with DUMP/RESTORE, TTLs kept. A target holding matching keys is refused
-    unless O(force=true), which deletes the matching keys first. This works for managed Redis too.
+    unless O(force=true), which deletes the matching keys first. This works for managed Redis too, over TLS.
   - After a PostgreSQL restore the row count of every table in the manifest is checked in the target.
 author:
   - Thinkus platform team (@thinkus-ai)
 requirements:
+  - Python 3.11 or newer on the host that runs the module (it fails at once, naming this, on an older one)
   - boto3
   - psycopg2 and C(pg_restore) (PostgreSQL backups)
   - redis (Python library) and C(redis-server) (Redis backups)
+  - cryptography (encrypted backups); C(openssl) for backups encrypted before AES-256-GCM
 extends_documentation_fragment:
   - thinkus.ops.backup
   - thinkus.ops.backup.postgres
@@ -52,10 +55,18 @@ options:
     type: str
     choices: [full, hourly, redis]
   postgres_database:
-    description: The target database. Falls back to E(PGDATABASE).
+    description:
+      - Database of the connection when O(postgres_url) names none. Falls back to E(PGDATABASE).
+      - The restore goes into this database unless O(target_database) is set.
+    type: str
+  target_database:
+    description:
+      - The database to restore into, on the server of the connection. When not set, the database of the
+        connection (the one in O(postgres_url), else O(postgres_database)).
+      - The role P(thinkus.ops.backup#role) sets it to a scratch database unless told to restore over the source.
     type: str
   create_database:
-    description: Create O(postgres_database) when it does not exist (else that is an error).
+    description: Create the target database when it does not exist (else that is an error).
     type: bool
     default: false
   restore_jobs:
@@ -75,8 +86,20 @@ options:
     type: bool
     default: false
   encryption_key:
-    description: Key of an encrypted backup. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+    description:
+      - Key of an encrypted backup. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+      - Every chunk of an AES-256-GCM object is authenticated before anything is restored; an object that
+        was changed, truncated or reordered fails naming it. Backups made before authenticated encryption
+        (C(openssl enc) AES-256-CBC, recognised from the manifest) are decrypted with C(openssl) and checked
+        against the plaintext SHA-256 in their manifest.
     type: str
+  encryption_previous_keys:
+    description:
+      - Earlier encryption keys, kept here after a key rotation until the backups made with them have aged
+        out. The key whose id the manifest records (C(encryption.key_id)) is used. Never logged.
+    type: list
+    elements: str
+    default: []
   work_dir:
     description: Where objects are downloaded (a private directory is made inside and removed).
     type: path
@@ -109,10 +132,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: Id, kind and manifest key of the backup restored.
+  description: Id, kind, manifest key, finish time and age (seconds, when the module ran) of the backup restored.
   returned: always
   type: dict
-  sample: {id: 20260117T030000Z-1a2b3c, kind: full, manifest: prod/full/20260117T030000Z-1a2b3c/manifest.json}
+  sample:
+    id: 20260117T030000Z-1a2b3c
+    kind: full
+    manifest: prod/full/20260117T030000Z-1a2b3c/manifest.json
+    finished_at: "2026-01-17T03:00:41.512Z"
+    age_seconds: 5400
 target:
   description: The target (no credentials) and what it held before.
   returned: always
@@ -146,14 +174,17 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     BackupError,
     Check,
     failed_names,
+    parse_iso,
+    python_problem,
+    utcnow,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
-    RDB_FILE,
     WorkDir,
     backup_argument_spec,
     decrypt_objects,
     fetch_objects,
     postgres_dump_path,
+    redis_snapshot_file,
     resolve_backup,
 )
 
@@ -167,14 +198,18 @@ def argument_spec() -> dict[str, Any]:
         redis_databases=dict(type="list", elements="int"),
         redis_key_pattern=dict(type="str", default="*", no_log=False),
         force=dict(type="bool", default=False),
+        target_database=dict(type="str"),
+        encryption_previous_keys=dict(type="list", elements="str", no_log=True, default=[]),
     )
 
 
 def inspect_postgres(params: dict[str, Any]) -> tuple[pg.PgConn, dict[str, Any], bool]:
     """The target, a description of it, and whether it must be created."""
     target = pg.PgConn.from_params(params)
+    if params["target_database"]:
+        target = target.with_database(params["target_database"])
     if not target.database:
-        raise BackupError("set postgres_database (or postgres_url) to the database to restore into")
+        raise BackupError("set target_database (or postgres_database, or postgres_url) to the database to restore into")
     admin = target.with_database("postgres")
     exists = True
     try:
@@ -214,6 +249,9 @@ def inspect_redis(params: dict[str, Any], manifest: dict[str, Any]) -> tuple[dic
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, required_one_of=[("key", "kind")])
+    too_old = python_problem("thinkus.ops.backup_restore")
+    if too_old:
+        module.fail_json(msg=too_old)
     if not s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3.BOTO3_IMPORT_ERROR))
     params = module.params
@@ -221,7 +259,13 @@ def main() -> None:
     try:
         store = s3.S3Store(params)
         manifest = resolve_backup(store, params["prefix"], params["key"], params["kind"])
-        result["backup"] = {"id": manifest["id"], "kind": manifest["kind"], "manifest": manifest["_key"]}
+        result["backup"] = {
+            "id": manifest["id"],
+            "kind": manifest["kind"],
+            "manifest": manifest["_key"],
+            "finished_at": manifest["finished_at"],
+            "age_seconds": int((utcnow() - parse_iso(manifest["finished_at"])).total_seconds()),
+        }
         is_pg = "postgres" in manifest["fingerprint"]
         if is_pg and not pg.HAS_PSYCOPG2:
             module.fail_json(msg=missing_required_lib("psycopg2"))
@@ -240,7 +284,7 @@ def main() -> None:
                 result["checks"] = [c.as_dict() for c in checks]
                 result["changed"] = False
                 module.fail_json(msg=f"backup {manifest['id']} is damaged: {', '.join(failed_names(checks))}", **result)
-            plain = decrypt_objects(manifest, paths, params["encryption_key"])
+            plain = decrypt_objects(manifest, paths, params["encryption_key"], params["encryption_previous_keys"])
             t0 = time.monotonic()
             if is_pg:
                 if create:
@@ -250,7 +294,8 @@ def main() -> None:
                 for table, rows in sorted(manifest["fingerprint"]["postgres"]["tables"].items()):
                     checks.append(Check(f"row_count:{table}", rows, actual.get(table), actual.get(table) == rows))
             else:
-                with rd.ScratchRedis(plain[RDB_FILE], databases=max(dbs, default=0) + 1) as scratch:
+                snap, fmt = redis_snapshot_file(manifest, plain)
+                with rd.ScratchRedis(snap, databases=max(dbs, default=0) + 1, fmt=fmt) as scratch:
                     copied = rd.copy_keys(scratch.params, rtarget, dbs, params["redis_key_pattern"], params["force"])
                 result["restored_keys"] = {str(k): v for k, v in copied.items()}
             result["restore_seconds"] = round(time.monotonic() - t0, 3)

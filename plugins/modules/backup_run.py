@@ -16,6 +16,10 @@ description:
   - PostgreSQL needs nothing but a connection (a URL works), so managed databases (Supabase, Neon)
     are covered. The row count of every table and a schema hash are read in the very snapshot
     C(pg_dump) dumps (C(pg_export_snapshot)), while it runs.
+  - Redis is snapshotted as an RDB file (C(redis-cli --rdb), the replication command SYNC) or, for servers
+    that refuse SYNC (managed Redis such as Upstash or Redis Cloud), logically - every key with SCAN, DUMP and
+    PTTL - see O(redis_snapshot_mode). Both work over TLS (C(rediss://) in O(redis_url), or O(redis_tls)).
+    The manifest's C(dump.mode) records which one was taken; restores handle both.
   - The Redis snapshot is loaded into a throwaway C(redis-server) to check it and to take its
     fingerprint (keys per database, with and without a TTL, and a digest of a sample of keys).
   - Every upload is verified (the store's ETag against the MD5 of each part). The manifest
@@ -23,15 +27,16 @@ description:
     end times, tool versions, the size and SHA-256 of each object and the fingerprint. A backup
     without a manifest is never the latest; on failure the objects already uploaded are deleted.
   - Passwords reach C(pg_dump) and C(redis-cli) through their environment (C(PGPASSWORD),
-    C(REDISCLI_AUTH)), never their command line; the encryption key reaches C(openssl) the same way.
+    C(REDISCLI_AUTH)), never their command line; encryption runs inside the module (no key on any command line).
 author:
   - Thinkus platform team (@thinkus-ai)
 requirements:
+  - Python 3.11 or newer on the host that runs the module (it fails at once, naming this, on an older one)
   - boto3
   - psycopg2 (PostgreSQL kinds)
-  - redis (Python library) and the C(redis-cli) and C(redis-server) binaries (V(redis) kind)
+  - redis (Python library) and the C(redis-server) binary, and C(redis-cli) for RDB snapshots (V(redis) kind)
   - C(pg_dump) of the server's major version or newer (PostgreSQL kinds)
-  - C(openssl) (with O(encryption_key))
+  - cryptography (with O(encryption_key))
 extends_documentation_fragment:
   - thinkus.ops.backup
   - thinkus.ops.backup.postgres
@@ -72,14 +77,29 @@ options:
   postgres_compress:
     description: C(pg_dump --compress) level (0-9); the tool's default when not set.
     type: int
+  redis_snapshot_mode:
+    description:
+      - V(rdb) downloads the server's RDB file with C(redis-cli --rdb) (needs SYNC); a point-in-time snapshot.
+      - V(logical) reads every key with SCAN, DUMP and PTTL into a file restored with RESTORE ... ABSTTL (keys
+        keep their expiry time). Works where SYNC is refused; consistent per key, not across keys. The
+        C(redis-server) that loads it for the fingerprint and for restores must be of the source's version or newer.
+      - V(auto) tries V(rdb) and falls back to V(logical) when the server refuses SYNC (an unknown, renamed or
+        forbidden command); any other failure is reported as it is.
+    type: str
+    choices: [auto, rdb, logical]
+    default: auto
   redis_sample_size:
     description: How many keys the Redis fingerprint's digest covers.
     type: int
     default: 100
   encryption_key:
     description:
-      - Encrypt every object client-side (AES-256-CBC, PBKDF2-SHA256 key derivation, C(openssl enc))
-        before it leaves the host. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+      - Encrypt every object client-side before it leaves the host, with authenticated encryption
+        (AES-256-GCM in 1 MiB chunks, each bound to its position and to whether it is the last one, so
+        tampering, truncation and reordering are detected on restore). The key is a passphrase (for example
+        the output of C(openssl rand -base64 32)); scrypt and HKDF-SHA256 derive a separate AES key for every
+        object. The manifest records C(encryption.key_id), which identifies the key without revealing it.
+      - Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
       - Keep it in the vault; without it the backup cannot be restored.
     type: str
   work_dir:
@@ -107,6 +127,14 @@ EXAMPLES = r"""
     postgres_url: "{{ vault_database_url }}"
   no_log: true
 
+- name: Managed Redis over TLS without SYNC (Upstash, Redis Cloud) - a logical snapshot
+  thinkus.ops.backup_run:
+    kind: redis
+    bucket: thinkus-backups
+    redis_url: "{{ vault_redis_url }}"  # rediss://default:password@host:6379
+    redis_snapshot_mode: logical
+  no_log: true
+
 - name: Redis snapshot, encrypted, credentials from the environment (AWS_*, REDISCLI_AUTH)
   thinkus.ops.backup_run:
     kind: redis
@@ -118,7 +146,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: The backup's id, its folder in the bucket, the objects and the manifest key.
+  description:
+    - The backup's id, its folder in the bucket, the objects and the manifest key.
+    - In check mode for kind V(redis) also C(redis_snapshot_mode) and, with V(auto), C(fallback_object), the
+      key the logical snapshot gets if the server refuses SYNC.
   returned: always
   type: dict
   sample:
@@ -156,6 +187,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     ENGINE_OF_KIND,
     BackupError,
     new_backup_id,
+    python_problem,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
     BackupRequest,
@@ -173,6 +205,7 @@ def argument_spec() -> dict[str, Any]:
         postgres_jobs=dict(type="int", default=1),
         postgres_compress=dict(type="int"),
         redis_sample_size=dict(type="int", default=100),
+        redis_snapshot_mode=dict(type="str", default="auto", choices=["auto", "rdb", "logical"]),
         part_size_mb=dict(type="int", default=32),
     )
 
@@ -186,6 +219,7 @@ def build_request(params: dict[str, Any]) -> BackupRequest:
         postgres_jobs=params["postgres_jobs"],
         postgres_compress=params["postgres_compress"],
         redis_sample_size=params["redis_sample_size"],
+        redis_snapshot_mode=params["redis_snapshot_mode"],
         encryption_key=params["encryption_key"] or None,
         part_size=params["part_size_mb"] * 1024 * 1024,
     )
@@ -211,6 +245,9 @@ def check_access(req: BackupRequest, store: s3.S3Store) -> None:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    too_old = python_problem("thinkus.ops.backup_run")
+    if too_old:
+        module.fail_json(msg=too_old)
     if not s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3.BOTO3_IMPORT_ERROR))
     try:

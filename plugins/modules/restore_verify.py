@@ -13,7 +13,8 @@ description:
   - Takes a backup made by M(thinkus.ops.backup_run) (a named one, or the latest good backup of a kind),
     downloads every object and checks its size and SHA-256 against the manifest.
   - PostgreSQL backups are restored with C(pg_restore) into a new scratch database, Redis snapshots are
-    loaded by a throwaway C(redis-server) on a free loopback port (the way Redis restores an RDB file).
+    loaded by a throwaway C(redis-server) on a free loopback port (an RDB file the way Redis restores one, a
+    logical snapshot key by key with RESTORE ... ABSTTL).
   - The restored content is compared with the fingerprint in the manifest (or, with O(compare_to=live),
     with the live source right now) - the set of tables, the row count of each table and the schema
     hash; for Redis the number of keys per database and the digest of a sample of keys and values.
@@ -26,10 +27,11 @@ description:
 author:
   - Thinkus platform team (@thinkus-ai)
 requirements:
+  - Python 3.11 or newer on the host that runs the module (it fails at once, naming this, on an older one)
   - boto3
   - psycopg2 and C(pg_restore) (PostgreSQL backups)
   - redis (Python library) and C(redis-server) (Redis backups)
-  - C(openssl) (encrypted backups)
+  - cryptography (encrypted backups); C(openssl) for backups encrypted before AES-256-GCM
 extends_documentation_fragment:
   - thinkus.ops.backup
   - thinkus.ops.backup.postgres
@@ -105,8 +107,20 @@ options:
     description: When set, an C(rto) check fails if download and restore together take longer.
     type: float
   encryption_key:
-    description: Key of an encrypted backup. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+    description:
+      - Key of an encrypted backup. Never logged. Falls back to E(THINKUS_BACKUP_ENCRYPTION_KEY).
+      - Every chunk of an AES-256-GCM object is authenticated before anything is restored; an object that
+        was changed, truncated or reordered fails naming it. Backups made before authenticated encryption
+        (C(openssl enc) AES-256-CBC, recognised from the manifest) are decrypted with C(openssl) and checked
+        against the plaintext SHA-256 in their manifest.
     type: str
+  encryption_previous_keys:
+    description:
+      - Earlier encryption keys, kept here after a key rotation until the backups made with them have aged
+        out. The key whose id the manifest records (C(encryption.key_id)) is used. Never logged.
+    type: list
+    elements: str
+    default: []
   work_dir:
     description: Where objects are downloaded (a private directory is made inside and removed).
     type: path
@@ -208,14 +222,15 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
     compare_postgres,
     compare_redis,
     failed_names,
+    python_problem,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (
-    RDB_FILE,
     WorkDir,
     backup_argument_spec,
     decrypt_objects,
     fetch_objects,
     postgres_dump_path,
+    redis_snapshot_file,
     resolve_backup,
     restore_postgres_scratch,
     rpo_check,
@@ -232,6 +247,7 @@ def argument_spec() -> dict[str, Any]:
         compare_to=dict(type="str", default="manifest", choices=["manifest", "live"]),
         rpo_seconds=dict(type="dict", default={}),
         rto_max_seconds=dict(type="float"),
+        encryption_previous_keys=dict(type="list", elements="str", no_log=True, default=[]),
     )
 
 
@@ -286,7 +302,7 @@ def verify(module: AnsibleModule, manifest: dict[str, Any], store: s3.S3Store, r
         if failed_names(sums):
             return checks  # a damaged object is not restored
         t1 = time.monotonic()
-        plain = decrypt_objects(manifest, paths, params["encryption_key"])
+        plain = decrypt_objects(manifest, paths, params["encryption_key"], params["encryption_previous_keys"])
         decrypt_seconds = time.monotonic() - t1
         fp = manifest["fingerprint"]
         if "postgres" in fp:
@@ -309,7 +325,8 @@ def verify(module: AnsibleModule, manifest: dict[str, Any], store: s3.S3Store, r
             expected = fp["redis"]
             if params["compare_to"] == "live":
                 expected = rd.fingerprint(live_params, params["redis_sample_size"])
-            with rd.ScratchRedis(plain[RDB_FILE], databases=_highest(expected) + 1) as scratch:
+            snap, fmt = redis_snapshot_file(manifest, plain)
+            with rd.ScratchRedis(snap, databases=_highest(expected) + 1, fmt=fmt) as scratch:
                 report["scratch"] = {"redis_port": scratch.port, "removed": False}
                 seconds = scratch.load_seconds
                 actual = rd.fingerprint(scratch.params, int(expected["sample"]["size"]))
@@ -335,6 +352,9 @@ def _highest(fp: dict[str, Any]) -> int:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, required_one_of=[("key", "kind")])
+    too_old = python_problem("thinkus.ops.restore_verify")
+    if too_old:
+        module.fail_json(msg=too_old)
     if not s3.HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3.BOTO3_IMPORT_ERROR))
     report: dict[str, Any] = {"checks": [], "failed_checks": []}

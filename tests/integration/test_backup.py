@@ -275,7 +275,12 @@ def test_backup_drop_restore_and_verify(world: dict[str, Any], creds: dict[str, 
         "playbooks/restore.yml",
         inventory=INVENTORY,
         verbosity=3,
-        extra_vars=base_vars(world, backup_restore_kind="full", backup_restore_create_database=True),
+        extra_vars=base_vars(
+            world,
+            backup_restore_kind="full",
+            backup_restore_postgres_database=world["db"],
+            backup_restore_over_source=True,
+        ),
     )
     assert_passed(result)
     assert_no_secret(result.output, creds)
@@ -286,6 +291,7 @@ def test_backup_drop_restore_and_verify(world: dict[str, Any], creds: dict[str, 
         extra_vars=base_vars(
             world,
             backup_restore_kind="redis",
+            backup_restore_over_source=True,
             backup_restore_redis_databases=[REDIS_DB],
             backup_restore_redis_key_pattern=world["key_prefix"] + "*",
         ),
@@ -460,24 +466,30 @@ def test_bad_input_fails_clearly_and_leaves_no_good_backup(
     # a non-empty target without force: refused, nothing touched
     ensure_backups(world)
     before = content_digest(creds, world["db"])
+    over_source = {"backup_restore_postgres_database": world["db"], "backup_restore_over_source": True}
     result = run_playbook(
         "playbooks/restore.yml",
         inventory=INVENTORY,
         json_output=True,
-        extra_vars=base_vars(world, backup_restore_kind="full"),
+        extra_vars=base_vars(world, backup_restore_kind="full", **over_source),
     )
     assert result.rc != 0
     assert "is not empty" in json.dumps(result.tasks) and "without force=true" in json.dumps(result.tasks)
+    assert "backup_restore_force" in json.dumps(result.tasks)
     assert content_digest(creds, world["db"]) == before
     # confirmation required (as in production inventories)
     result = run_playbook(
         "playbooks/restore.yml",
         inventory=INVENTORY,
         extra_vars=base_vars(
-            world, backup_restore_kind="full", backup_restore_confirmation_required=True, backup_restore_force=True
+            world,
+            backup_restore_kind="full",
+            backup_restore_confirmation_required=True,
+            backup_restore_force=True,
+            **over_source,
         ),
     )
-    assert result.rc != 0 and f"set backup_restore_confirm={world['db']}" in result.output
+    assert result.rc != 0 and f"confirm with backup_restore_confirm=local/{world['db']}" in result.output
     assert content_digest(creds, world["db"]) == before
 
 

@@ -113,11 +113,62 @@ def test_postgres_url_password_never_reaches_the_command_line() -> None:
     assert "s@cret" not in " ".join(restore) and "--clean" in restore and "--jobs=2" in restore
 
 
-def test_explicit_options_override_the_url_and_odd_values_are_quoted() -> None:
-    conn = pg.PgConn.from_params({"postgres_url": "postgres://u:p@h/d", "postgres_database": "it's db"})
+def test_explicit_options_fill_in_only_what_the_url_lacks_and_odd_values_are_quoted() -> None:
+    conn = pg.PgConn.from_params({"postgres_url": "postgres://u:p@h", "postgres_database": "it's db"})
     assert conn.conninfo() == "host=h user=u dbname='it\\'s db'"
     with pytest.raises(bc.BackupError, match="postgresql://"):
         pg.PgConn.from_url("mysql://x")
+
+
+def test_the_url_wins_over_the_role_defaults_and_keeps_its_query_parameters() -> None:
+    """Issue 18: the role always passes port, user and database; they must not override the URL."""
+    url = "postgresql://app_user:pw@db.example:6543/postgres?sslmode=require&sslrootcert=/etc/ca.pem&options=-c%20x%3D1"
+    params = {
+        "postgres_url": url,
+        "postgres_host": "localhost",
+        "postgres_port": 5432,
+        "postgres_user": "thinkus",
+        "postgres_password": "other",
+        "postgres_database": "thinkus",
+        "postgres_sslmode": "disable",
+    }
+    conn = pg.PgConn.from_params(params)
+    assert (conn.host, conn.port, conn.user, conn.database, conn.password) == (
+        "db.example",
+        6543,
+        "app_user",
+        "postgres",
+        "pw",
+    )
+    assert conn.options == {"sslmode": "require", "sslrootcert": "/etc/ca.pem", "options": "-c x=1"}
+    assert conn.conninfo() == (
+        "host=db.example port=6543 user=app_user dbname=postgres sslmode=require sslrootcert=/etc/ca.pem "
+        "options='-c x=1'"
+    )
+    assert "pw" not in conn.conninfo().split("=")
+
+
+def test_explicit_options_complete_a_partial_url() -> None:
+    conn = pg.PgConn.from_params(
+        {
+            "postgres_url": "postgresql://db.example/app",
+            "postgres_port": 5433,
+            "postgres_user": "backup",
+            "postgres_password": "pw",
+            "postgres_database": "ignored",
+            "postgres_sslmode": "verify-full",
+        }
+    )
+    assert (conn.host, conn.port, conn.user, conn.database, conn.password) == (
+        "db.example",
+        5433,
+        "backup",
+        "app",
+        "pw",
+    )
+    assert conn.options == {"sslmode": "verify-full"}
+    bare = pg.PgConn.from_params({"postgres_host": "h", "postgres_port": 1, "postgres_database": "d"})
+    assert bare.conninfo() == "host=h port=1 dbname=d"
 
 
 def test_redis_snapshot_argv_has_no_password_and_run_tool_refuses_one() -> None:
