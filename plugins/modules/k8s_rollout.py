@@ -272,16 +272,21 @@ def rolled_out(module: AnsibleModule, rollout: Rollout) -> dict[str, Any]:
     timeout = module.params["timeout"]
     targets = {str(k): v for k, v in (module.params["rollback_revisions"] or {}).items()}
     if module.check_mode:
-        state = {n: rollout._progress(n) for n in names}
-        entries = [
-            {
-                "name": n,
-                "status": "rolled_out" if p.done else "pending",
-                "message": p.message,
-                "revision": revision_of(o),
-            }
-            for n, (o, p) in state.items()
-        ]
+        entries = []
+        for name in names:
+            obj = rollout.client.get(ObjectRef("apps/v1", "Deployment", name, rollout.namespace))
+            if obj is None:  # the preview of a first deploy: the apply before this was a dry run
+                entries.append({"name": name, "status": "pending", "message": "would be created", "revision": None})
+                continue
+            progress = deployment_progress(obj)
+            entries.append(
+                {
+                    "name": name,
+                    "status": "rolled_out" if progress.done else "pending",
+                    "message": progress.message,
+                    "revision": revision_of(obj),
+                }
+            )
         return {"changed": False, "deployments": entries}
 
     state = rollout.wait(names, timeout)

@@ -165,6 +165,64 @@ def empty_cluster() -> None:
     assert not ours, f"the reset cluster still has {ours}"
 
 
+# The collection as it last landed before the real node (pods on kwok, worker on 8080, preview
+# containers): a cluster that release deployed must take the current one in one run.
+PREVIOUS_RELEASE = "7dff8d9"
+
+
+@pytest.fixture
+def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A checkout of PREVIOUS_RELEASE wired like `make setup` wires this one."""
+    found = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], check=False
+    )
+    assert found.returncode == 0, f"commit {PREVIOUS_RELEASE} (the previous release) is not in this clone's history"
+    where = tmp_path_factory.mktemp("previous-release") / "checkout"
+    subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(where), PREVIOUS_RELEASE],
+        check=True,
+        capture_output=True,
+    )
+    link = where / ".collections" / "ansible_collections" / "thinkus" / "ops"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(where)
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(where)], check=False)
+        for name in ("go-orchestrator", "py-ai-engine"):  # that release's side containers
+            subprocess.run(["docker", "rm", "-f", f"thinkus-preview-{name}"], capture_output=True, check=False)
+
+
+def worker_port(apps: client.AppsV1Api) -> int:
+    return apps.read_namespaced_deployment("worker", "thinkus").spec.template.spec.containers[0].ports[0].container_port
+
+
+@pytest.mark.empty_cluster
+def test_upgrade_from_the_previous_release(empty_cluster: None, previous_release: Path, tmp_path: Path) -> None:
+    old = run_playbook(
+        DEPLOY,
+        inventory="inventories/local",
+        tags=["build", "backend", "ingress"],
+        cwd=previous_release,
+        extra_vars={"deploy_artifacts_dir": str(tmp_path / "previous")},
+        env={"ANSIBLE_CONFIG": str(previous_release / "ansible.cfg"), "THINKUS_LOCAL_DIR": str(LOCAL)},
+    )
+    assert old.rc == 0, old.output[-5000:]
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=str(LOCAL / "kubeconfig")))
+    assert worker_port(apps) == 8080
+
+    new = run_playbook(DEPLOY, inventory="inventories/local", tags=["build", "backend", "ingress"])
+    assert new.rc == 0, new.output[-5000:]
+    summary = _summary(LOCAL / "artifacts")
+    assert summary["result"] == "ok", summary["stages"]
+    for name in ("go-orchestrator", "py-ai-engine", "worker"):
+        dep = apps.read_namespaced_deployment(name, "thinkus")
+        assert dep.spec.template.spec.node_selector == {"thinkus.ops/node": "real"}, name
+        assert dep.status.available_replicas == dep.spec.replicas, name
+    assert worker_port(apps) == 8001
+
+
 @pytest.mark.empty_cluster
 def test_local_deploy_into_an_empty_cluster_then_noop_then_truthful_preview_then_bad_input(
     tmp_path: Path, empty_cluster: None

@@ -21,7 +21,7 @@ def test_local_inventory_reaches_registry_postgres_and_kubernetes(tmp_path: Path
         PLAYBOOK, inventory="inventories/local", verbosity=3, env={"PROBE_DOCKER_CONFIG": str(docker_config)}
     )
     assert result.rc == 0, result.output[-3000:]
-    assert "db=thinkus nodes=3" in result.output
+    assert "db=thinkus nodes=4" in result.output  # three kwok nodes and the real one
     for name, value in _secrets.load(Context()).items():
         if name.endswith(("password", "secret_key")):
             assert value not in result.output, f"{name} leaked into -vvv output"

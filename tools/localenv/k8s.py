@@ -84,19 +84,19 @@ K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "
 # first command pays for most of the shared packages.
 COLD_BUILD_MINUTES = {
     "kube-apiserver": 5,
-    "kube-controller-manager": 2,
+    "kube-controller-manager": 3,
     "kube-scheduler": 1,
     "kubectl": 1,
-    "kubelet": 2,
+    "kubelet": 1,
     "kube-proxy": 1,
     "kwok": 1,
-    "etcd": 2,
+    "etcd": 1,
     "coredns": 5,
     "pause": 1,
 }
 
 # Downloading a module's dependencies into an empty module cache.
-COLD_DOWNLOAD_MINUTES = {"kubernetes": 3, "kwok": 1, "etcd": 1, "coredns": 2}
+COLD_DOWNLOAD_MINUTES = {"kubernetes": 2, "kwok": 0, "etcd": 0, "coredns": 2}
 
 NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
 NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -205,8 +205,8 @@ def _build_module(ctx: Context, go: str, mod: _Module) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if (mod.directory / "go.sum").exists():  # a module with dependencies
         started = time.monotonic()
-        cold = COLD_DOWNLOAD_MINUTES.get(mod.label, 1)
-        say(f"downloading the Go modules of {mod.label} {mod.version} (into an empty module cache: ~{cold} min)")
+        cold = max(COLD_DOWNLOAD_MINUTES.get(mod.label, 1), 1)
+        say(f"downloading the Go modules of {mod.label} {mod.version} (into an empty module cache: <{cold} min)")
         run_with_progress(
             [go, "mod", "download", "-x"],
             f"downloading {mod.label} modules",

@@ -683,7 +683,16 @@ def status(ctx: Context) -> tuple[bool, str]:
     status_, pods = k8s.api(ctx, "GET", f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE_NAME}")
     items = pods.get("items", []) if status_ == 200 else []
     running = sum(1 for p in items if p.get("status", {}).get("phase") == "Running")
-    return True, f"{NODE_NAME} Ready at {NODE_IP}, {running}/{len(items)} pods Running"
+    groups: dict[str, int] = {}
+    for pod in items:
+        meta = pod.get("metadata", {})
+        app = (meta.get("labels") or {}).get("app") or meta.get("name", "?")
+        key = f"{meta.get('namespace', '?')}/{app}"
+        groups[key] = groups.get(key, 0) + 1
+    listed = ", ".join(f"{key} x{count}" for key, count in sorted(groups.items()))
+    return True, f"{NODE_NAME} Ready at {NODE_IP}, {running}/{len(items)} pods Running" + (
+        f" ({listed})" if listed else ""
+    )
 
 
 def _stop_pods() -> None:
