@@ -23,6 +23,7 @@ extends_documentation_fragment:
   - thinkus.ops.k8s
   - thinkus.ops.attributes
   - thinkus.ops.k8s.action_group
+  - thinkus.ops.k8s.lock
 attributes:
   check_mode:
     support: full
@@ -106,6 +107,11 @@ EXAMPLES = r"""
     prune: true
     prune_selector: app.kubernetes.io/managed-by=thinkus.ops,app.kubernetes.io/part-of=thinkus
     prune_kinds: [Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, ConfigMap]
+    # Held by this run (thinkus.ops.k8s_lease): renewed before each change, which stops if it is lost.
+    lock:
+      name: thinkus-deploy
+      namespace: thinkus
+      holder_identity: "{{ __lock.holder_identity }}"
   register: __applied
 
 - name: Secrets, never logged
@@ -185,9 +191,15 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_apply import (
     hpa_targets,
     validate_resources,
 )
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
+    LeaseKeeper,
+    LockLost,
+    keeper_of,
+    lock_argument_spec,
+)
 
 
-def apply_all(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
+def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | None = None) -> dict[str, Any]:
     params = module.params
     check = module.check_mode
     resources = [dict(r) for r in params["resources"]]
@@ -216,6 +228,8 @@ def apply_all(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
             if ref in autoscaled and live_replicas is not None:
                 manifest.setdefault("spec", {})["replicas"] = live_replicas
                 entry["replicas_kept_for_hpa"] = live_replicas
+        if keeper:
+            keeper.heartbeat(before_write=True)
         try:
             after = client.apply(manifest, params["field_manager"], force=params["force_conflicts"], dry_run=check)
         except K8sError as exc:
@@ -238,6 +252,8 @@ def apply_all(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
                 ref = ObjectRef.of(item, params["namespace"])
                 if ref in applied or (item.get("metadata") or {}).get("deletionTimestamp"):
                     continue
+                if keeper:
+                    keeper.heartbeat(before_write=True)
                 client.delete(ref, dry_run=check)
                 pruned.append(str(ref))
                 diffs.append(object_diff(ref, normalize(item), None))
@@ -264,6 +280,7 @@ def main() -> None:
         prune_selector=dict(type="str"),
         prune_kinds=dict(type="list", elements="str"),
     )
+    argument_spec.update(lock_argument_spec())
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
@@ -278,7 +295,10 @@ def main() -> None:
         module.fail_json(msg="invalid resources: " + "; ".join(problems))
     try:
         client = K8sClient(module.params["kubeconfig"], module.params["context"], module.params["request_timeout"])
-        module.exit_json(**apply_all(module, client))
+        keeper = keeper_of(module.params, client, module.check_mode)
+        module.exit_json(**apply_all(module, client, keeper))
+    except LockLost as exc:
+        module.fail_json(msg=f"{exc} (nothing applied after that point)")
     except K8sError as exc:
         module.fail_json(msg=str(exc))
 
