@@ -161,6 +161,19 @@ objects:
       description: For a Deployment, its C(deployment.kubernetes.io/revision) before the apply (null if new).
       type: str
       sample: "3"
+    unfinished_rollout:
+      description:
+        - For a Deployment, whether it was still rolling out when this apply found it (an earlier run that
+          stopped or was killed before its rollout ended), so the Deployment has more than one active ReplicaSet.
+      type: bool
+    rollback_to:
+      description:
+        - For a Deployment, the revision to go back to if the rollout that follows fails, or null for none.
+        - RV(objects[].revision_before) when this apply changed it; when it did not change it but found an
+          unfinished rollout, the revision before the unfinished one, so that a run re-applying the same
+          release can still roll it back (or finish it); null for a new Deployment.
+      type: int
+      sample: 3
     replicas_kept_for_hpa:
       description: For a Deployment scaled by an autoscaler, the live replica count that was kept.
       type: int
@@ -197,6 +210,24 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
     keeper_of,
     lock_argument_spec,
 )
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
+    deployment_progress,
+    owned_replicasets,
+    previous_revision,
+    revision_of,
+)
+
+
+def rollback_target(client: K8sClient, live: dict[str, Any] | None, entry: dict[str, Any]) -> int | None:
+    """Where a failed rollout after this apply should take the Deployment back to (see RETURN)."""
+    if live is None:
+        return None
+    if entry["changed"]:
+        return revision_of(live)
+    if not entry["unfinished_rollout"]:
+        return None
+    replicasets = owned_replicasets(live, client.list("apps/v1", "ReplicaSet", entry["namespace"]))
+    return previous_revision(replicasets, revision_of(live))
 
 
 def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | None = None) -> dict[str, Any]:
@@ -224,6 +255,7 @@ def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | No
             entry["revision_before"] = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
                 "deployment.kubernetes.io/revision"
             )
+            entry["unfinished_rollout"] = live is not None and not deployment_progress(live).done
             live_replicas = ((live or {}).get("spec") or {}).get("replicas")
             if ref in autoscaled and live_replicas is not None:
                 manifest.setdefault("spec", {})["replicas"] = live_replicas
@@ -240,6 +272,8 @@ def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | No
                 raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
         before_n, after_n = normalize(live), normalize(after)
         entry["changed"] = before_n != after_n
+        if ref.kind == "Deployment":
+            entry["rollback_to"] = rollback_target(client, live, entry)
         if entry["changed"]:
             diffs.append(object_diff(ref, before_n, after_n))
         results.append(entry)
