@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import psycopg2
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -36,7 +39,10 @@ from ansible_collections.thinkus.ops.tests.support.ansible import (
     run_playbook,
     start_playbook,
 )
+from ansible_collections.thinkus.ops.tests.support.fault_proxy import FaultProxy
 from ansible_collections.thinkus.ops.tests.support.vercel_api import VercelAPIServer
+from tools.localenv import _secrets
+from tools.localenv._proc import Context
 
 pytestmark = [pytest.mark.localenv, pytest.mark.slow, pytest.mark.faults]
 
@@ -355,3 +361,146 @@ def test_vercel_answering_5xx_in_the_middle_of_the_uploads_and_a_rerun_uploads_o
         ready = [d for d in api.snapshot("web")["deployments"] if d["readyState"] == "READY"]
         assert len(ready) == 1
     fault_report("Vercel 5xx in the middle of the uploads", left, usable_after)
+
+
+# ------------------------------------------------------------------ S3: 5xx, or down, in the middle of a backup
+
+BACKUP_PLAYBOOK = """---
+- name: Back up PostgreSQL, then prune
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Take a backup
+      thinkus.ops.backup_run:
+        kind: full
+        bucket: "{{ backup_s3_bucket }}"
+        prefix: "{{ faults_prefix }}"
+        endpoint_url: "{{ faults_s3_endpoint }}"
+        access_key: "{{ backup_s3_access_key }}"
+        secret_key: "{{ backup_s3_secret_key }}"
+        postgres_host: "{{ backup_postgres_host }}"
+        postgres_port: "{{ backup_postgres_port }}"
+        postgres_user: "{{ backup_postgres_user }}"
+        postgres_password: "{{ backup_postgres_password }}"
+        postgres_database: "{{ faults_database }}"
+      when: not (faults_prune_only | default(false))
+
+    - name: Prune backups
+      thinkus.ops.backup_prune:
+        bucket: "{{ backup_s3_bucket }}"
+        prefix: "{{ faults_prefix }}"
+        endpoint_url: "{{ backup_s3_endpoint_url }}"
+        access_key: "{{ backup_s3_access_key }}"
+        secret_key: "{{ backup_s3_secret_key }}"
+        retention_days: {full: 0.00001, hourly: 0.00001, redis: 0.00001}
+        incomplete_grace_hours: 0
+      register: __prune
+      when: faults_prune_only | default(false)
+"""
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[tuple[str, dict[str, str]]]:
+    """A small database in the shared PostgreSQL (created and dropped here; the server is never touched)."""
+    creds = _secrets.load(Context())
+    name = f"thinkus_faults_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(
+        dbname="thinkus", user=creds["postgres_user"], password=creds["postgres_password"], host="127.0.0.1", port=15432
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn = psycopg2.connect(
+        dbname=name, user=creds["postgres_user"], password=creds["postgres_password"], host="127.0.0.1", port=15432
+    )
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL)")
+        cur.execute("INSERT INTO orders (customer) SELECT 'c-' || i FROM generate_series(1, 500) i")
+    conn.close()
+    try:
+        yield name, creds
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def s3_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return sorted(
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+    )
+
+
+def assert_every_manifest_has_its_objects(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Returns the complete backups' folders, newest last."""
+    complete = []
+    for key in s3_keys(s3, bucket, prefix):
+        if key.endswith("/manifest.json"):
+            manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            for obj in manifest["objects"]:
+                head = s3.head_object(Bucket=bucket, Key=obj["key"])
+                assert head["ContentLength"] == obj["size"], obj["key"]
+            complete.append(key.rsplit("/", 1)[0] + "/")
+    return sorted(complete)
+
+
+@pytest.mark.parametrize("mode", ["5xx", "down"])
+def test_s3_failing_in_the_middle_of_a_backup_upload_leaves_no_manifest_without_its_objects(
+    scratch_database: tuple[str, dict[str, str]], mode: str, tmp_path: Path, fault_report: Callable[..., None]
+) -> None:
+    database, creds = scratch_database
+    prefix = f"test-faults/{uuid.uuid4().hex[:8]}"
+    bucket = "thinkus-backups"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:19000",
+        region_name="us-east-1",
+        aws_access_key_id=creds["s3_access_key"],
+        aws_secret_access_key=creds["s3_secret_key"],
+    )
+    playbook = tmp_path / "backup.yml"
+    playbook.write_text(BACKUP_PLAYBOOK)
+    try:
+        with FaultProxy("127.0.0.1", 19000) as proxy:
+            extra = {"faults_prefix": prefix, "faults_database": database, "faults_s3_endpoint": proxy.url}
+            good = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
+            assert good.rc == 0, good.output[-3000:]
+            first = assert_every_manifest_has_its_objects(s3, bucket, prefix + "/")
+            assert len(first) == 1
+
+            # The dump's upload goes through; from the next PUT on (the manifest) S3 fails.
+            if mode == "5xx":
+                proxy.fail(500, method="PUT", skip=1)
+            else:
+                proxy.go_down(skip=1 + 1)  # a HEAD/PUT or two in, everything is refused
+            broken = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
+            assert broken.rc != 0
+            assert creds["s3_secret_key"] not in broken.output
+            assert creds["postgres_password"] not in broken.output
+            assert [r for r in proxy.log if r["status"] in (500, None)], proxy.log
+            complete = assert_every_manifest_has_its_objects(s3, bucket, prefix + "/")
+            assert complete == first  # no new manifest; the good one is whole
+            leftovers = [k for k in s3_keys(s3, bucket, prefix + "/") if not k.startswith(tuple(first))]
+            left = f"{len(leftovers)} object(s) without a manifest, the previous backup whole"
+
+            # The pruner, even with a retention of a second, keeps the newest complete backup.
+            pruned = run_playbook(playbook, extra_vars={**extra, "faults_prune_only": True}, inventory=INVENTORY)
+            assert pruned.rc == 0, pruned.output[-3000:]
+            assert assert_every_manifest_has_its_objects(s3, bucket, prefix + "/") == first
+
+            proxy.heal()
+            started = time.monotonic()
+            again = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
+            usable_after = time.monotonic() - started
+            assert again.rc == 0, again.output[-3000:]
+            after = assert_every_manifest_has_its_objects(s3, bucket, prefix + "/")
+            assert len(after) == 2 and after[0] == first[0]
+    finally:
+        for key in s3_keys(s3, bucket, prefix + "/"):
+            s3.delete_object(Bucket=bucket, Key=key)
+    fault_report(
+        f"S3 {'answering 5xx' if mode == '5xx' else 'down'} in the middle of a backup upload", left, usable_after
+    )
