@@ -57,6 +57,10 @@ options:
         a quarter of its C(leaseDurationSeconds) has passed.
       - When the Lease is no longer held by O(lock.holder_identity), has not been renewed within its duration,
         or cannot be renewed right before a change, the module fails before that change, saying why.
+      - Before each renewal, and on every status poll, the module checks that the ansible command running it
+        is still alive (Ansible's workers outlive a killed C(ansible-playbook) in sessions of their own); once it
+        is gone, the module stops renewing and fails before any further change, so the Lease lapses after its
+        duration. Linux only (C(/proc)); elsewhere only the Lease itself is checked.
       - Not used in check mode, where M(thinkus.ops.k8s_lease) does not take the Lease either.
     type: dict
     suboptions:

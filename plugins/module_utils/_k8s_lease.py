@@ -10,6 +10,7 @@ Pure: the keeper talks to the API server only through the client it is given.
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +131,62 @@ class LockLost(Exception):
         self.transient = transient  # the API server did not answer: a later try may still succeed
 
 
+def _proc_stat(pid: int) -> tuple[int, str]:
+    """(parent pid, start time) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), fields[19]
+
+
+def _runs_ansible(pid: int) -> bool:
+    """Whether a process is an ansible command (ansible-playbook, or one of its forked workers)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        argv = cmdline.read().split(b"\0")[:2]
+    return any(os.path.basename(arg).startswith(b"ansible") for arg in argv)
+
+
+class Lifeline:
+    """The chain of processes from this module up to the ansible command that runs it.
+
+    Ansible's workers run in a session of their own, so killing ansible-playbook (even its
+    whole process group) leaves a running module alive, and with it any heartbeat. The
+    keeper asks ``alive()`` before each renewal: once a process of the chain is gone or has
+    been re-parented (its parent died), the run that holds the lock is dead and the module stops.
+    Without /proc (not Linux), the chain is empty and always alive.
+    """
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.chain: list[tuple[int, int, str]] = []  # (pid, parent pid, start time)
+        try:
+            pid = pid or os.getpid()
+            found = False
+            for _depth in range(16):
+                ppid, start = _proc_stat(pid)
+                self.chain.append((pid, ppid, start))
+                if ppid <= 1:
+                    break
+                parent_is_ansible = _runs_ansible(ppid)
+                if found and not parent_is_ansible:
+                    break  # pid is the ansible command itself: its own parent may come and go
+                found = found or parent_is_ansible
+                pid = ppid
+            if not found:
+                self.chain = self.chain[:1]  # not run by ansible: watch the direct parent only
+        except (OSError, ValueError, IndexError):
+            self.chain = []
+
+    def alive(self) -> bool:
+        for index, (pid, ppid, start) in enumerate(self.chain):
+            try:
+                now_ppid, now_start = _proc_stat(pid)
+            except (OSError, ValueError, IndexError):
+                return False
+            last = index == len(self.chain) - 1 and len(self.chain) > 1
+            if now_start != start or (now_ppid != ppid and not last):
+                return False
+        return True
+
+
 class LeaseKeeper:
     """Renews one Lease held by ``identity``, at most every quarter of its duration.
 
@@ -144,7 +201,9 @@ class LeaseKeeper:
         identity: str,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime.datetime] | None = None,
+        lifeline: Lifeline | None = None,
     ) -> None:
+        self.lifeline = lifeline
         self.client = client
         self.ref = ref
         self.identity = identity
@@ -161,8 +220,16 @@ class LeaseKeeper:
     def due(self) -> bool:
         return self.renewed_at is None or self.clock() - self.renewed_at >= max(self.duration / 4, 1)
 
+    def check_holder_alive(self) -> None:
+        if self.lifeline is not None and not self.lifeline.alive():
+            raise LockLost(
+                f"the ansible run holding {self.name} has ended (killed?): stopped renewing it, and before "
+                "any further change; it lapses after its duration"
+            )
+
     def renew(self) -> None:
         """Renew now; raises LockLost naming why when the Lease is not (or no longer) ours."""
+        self.check_holder_alive()
         if self.renewed_at is not None and self.clock() - self.renewed_at >= self.duration:
             raise LockLost(
                 f"{self.name} was last renewed {self.clock() - self.renewed_at:.0f}s ago, past its "
@@ -200,6 +267,7 @@ class LeaseKeeper:
         """Renew when due. Before a write every failure stops the run; while only waiting, a
         server that does not answer is tried again on the next poll (returned as a warning)
         until the Lease's duration has passed since the last renewal."""
+        self.check_holder_alive()  # on every call: a module of a killed run stops within one poll
         if not self.due():
             return None
         try:
@@ -231,7 +299,10 @@ def keeper_of(params: dict[str, Any], client: Any, check_mode: bool) -> LeaseKee
     if not lock or check_mode:
         return None
     keeper = LeaseKeeper(
-        client, ObjectRef("coordination.k8s.io/v1", "Lease", lock["name"], lock["namespace"]), lock["holder_identity"]
+        client,
+        ObjectRef("coordination.k8s.io/v1", "Lease", lock["name"], lock["namespace"]),
+        lock["holder_identity"],
+        lifeline=Lifeline(),
     )
     keeper.renew()
     return keeper

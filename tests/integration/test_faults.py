@@ -172,6 +172,10 @@ def kill_and_check_the_lock(api: client.ApiClient, namespace: str, run: RunningP
     run.kill()
     killed_at = time.monotonic()
     assert not run.group_alive(), "a process of the killed deploy survived"
+    # Ansible's workers run in sessions of their own: the module each runs must notice that its
+    # run is dead and end (taking its heartbeat with it) on its own, within a few seconds.
+    wait_until(lambda: not run.survivors(), timeout=15, what="the killed run's workers to end")
+    run.close()
     left = describe(api, namespace)
     # Nothing renews the lock any more: its renewTime stays where the dead run left it.
     renewed = leases(api, namespace)[0].spec.renew_time

@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
+import signal
+import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -423,6 +428,42 @@ def test_keeper_of_needs_a_lock_and_a_real_run() -> None:
     assert server.puts == []
     kept = _k8s_lease.keeper_of({"lock": lock}, server, check_mode=False)
     assert kept is not None and kept.renewals == 1 and len(server.puts) == 1
+
+
+def test_lifeline_notices_that_the_process_that_started_it_died() -> None:
+    # sh starts sleep and waits; sleep stands for a module, sh for the run that started it.
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert shell.stdout is not None
+        module_pid = int(shell.stdout.readline())
+        line = _k8s_lease.Lifeline(module_pid)
+        assert line.chain and line.chain[0][:2] == (module_pid, shell.pid)
+        assert line.alive()
+        shell.kill()
+        shell.wait()
+        deadline = time.monotonic() + 5
+        while line.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not line.alive()  # re-parented: its run is gone
+    finally:
+        shell.kill()
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.kill(module_pid, signal.SIGKILL)
+
+
+def test_keeper_stops_renewing_once_its_run_is_gone() -> None:
+    class Dead:
+        def alive(self) -> bool:
+            return False
+
+    server, clock = FakeLeaseServer("me/1"), [0.0]
+    keep = keeper(server, clock)
+    keep.lifeline = Dead()  # type: ignore[assignment]
+    with pytest.raises(
+        _k8s_lease.LockLost, match="the ansible run holding the deploy lock Lease ns/thinkus-deploy has ended"
+    ):
+        keep.heartbeat()
+    assert server.puts == []
 
 
 def test_parse_time_accepts_server_formats() -> None:
