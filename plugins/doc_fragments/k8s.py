@@ -53,7 +53,7 @@ options:
   lock:
     description:
       - A Lease this run holds (taken with M(thinkus.ops.k8s_lease)), renewed while the module works so
-        that the lock lives exactly as long as the run: renewed once when the module starts, then whenever
+        that the lock lives exactly as long as the run. It is renewed once when the module starts, then whenever
         a quarter of its C(leaseDurationSeconds) has passed.
       - When the Lease is no longer held by O(lock.holder_identity), has not been renewed within its duration,
         or cannot be renewed right before a change, the module fails before that change, saying why.
