@@ -46,3 +46,34 @@ attributes:
     membership:
       - thinkus.ops.k8s
 """
+
+    # Option lock of the modules that keep a deploy lock (thinkus.ops.k8s_lease) renewed.
+    LOCK = r"""
+options:
+  lock:
+    description:
+      - A Lease this run holds (taken with M(thinkus.ops.k8s_lease)), renewed while the module works so
+        that the lock lives exactly as long as the run. It is renewed once when the module starts, then whenever
+        a quarter of its C(leaseDurationSeconds) has passed.
+      - When the Lease is no longer held by O(lock.holder_identity), has not been renewed within its duration,
+        or cannot be renewed right before a change, the module fails before that change, saying why.
+      - Before each renewal, and on every status poll, the module checks that the ansible command running it
+        is still alive (Ansible's workers outlive a killed C(ansible-playbook) in sessions of their own); once it
+        is gone, the module stops renewing and fails before any further change, so the Lease lapses after its
+        duration. Linux only (C(/proc)); elsewhere only the Lease itself is checked.
+      - Not used in check mode, where M(thinkus.ops.k8s_lease) does not take the Lease either.
+    type: dict
+    suboptions:
+      name:
+        description: Name of the Lease.
+        type: str
+        required: true
+      namespace:
+        description: Namespace of the Lease.
+        type: str
+        required: true
+      holder_identity:
+        description: The identity that holds it (RV(thinkus.ops.k8s_lease#module:holder_identity)).
+        type: str
+        required: true
+"""

@@ -558,6 +558,8 @@ class VercelClient:
             futures = [pool.submit(self.upload_file, item) for item in files]
             first_error: BaseException | None = None
             for future in concurrent.futures.as_completed(futures):
+                if future.cancelled():  # not started after an earlier failure
+                    continue
                 error = future.exception()
                 if error is not None and first_error is None:
                     first_error = error

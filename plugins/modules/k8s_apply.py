@@ -23,6 +23,7 @@ extends_documentation_fragment:
   - thinkus.ops.k8s
   - thinkus.ops.attributes
   - thinkus.ops.k8s.action_group
+  - thinkus.ops.k8s.lock
 attributes:
   check_mode:
     support: full
@@ -106,6 +107,11 @@ EXAMPLES = r"""
     prune: true
     prune_selector: app.kubernetes.io/managed-by=thinkus.ops,app.kubernetes.io/part-of=thinkus
     prune_kinds: [Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, ConfigMap]
+    # Held by this run (thinkus.ops.k8s_lease): renewed before each change, which stops if it is lost.
+    lock:
+      name: thinkus-deploy
+      namespace: thinkus
+      holder_identity: "{{ __lock.holder_identity }}"
   register: __applied
 
 - name: Secrets, never logged
@@ -155,6 +161,19 @@ objects:
       description: For a Deployment, its C(deployment.kubernetes.io/revision) before the apply (null if new).
       type: str
       sample: "3"
+    unfinished_rollout:
+      description:
+        - For a Deployment, whether it was still rolling out when this apply found it (an earlier run that
+          stopped or was killed before its rollout ended), so the Deployment has more than one active ReplicaSet.
+      type: bool
+    rollback_to:
+      description:
+        - For a Deployment, the revision to go back to if the rollout that follows fails, or null for none.
+        - RV(objects[].revision_before) when this apply changed it; when it did not change it but found an
+          unfinished rollout, the revision before the unfinished one, so that a run re-applying the same
+          release can still roll it back (or finish it); null for a new Deployment.
+      type: int
+      sample: 3
     replicas_kept_for_hpa:
       description: For a Deployment scaled by an autoscaler, the live replica count that was kept.
       type: int
@@ -185,9 +204,33 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_apply import (
     hpa_targets,
     validate_resources,
 )
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
+    LeaseKeeper,
+    LockLost,
+    keeper_of,
+    lock_argument_spec,
+)
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
+    deployment_progress,
+    owned_replicasets,
+    previous_revision,
+    revision_of,
+)
 
 
-def apply_all(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
+def rollback_target(client: K8sClient, live: dict[str, Any] | None, entry: dict[str, Any]) -> int | None:
+    """Where a failed rollout after this apply should take the Deployment back to (see RETURN)."""
+    if live is None:
+        return None
+    if entry["changed"]:
+        return revision_of(live)
+    if not entry["unfinished_rollout"]:
+        return None
+    replicasets = owned_replicasets(live, client.list("apps/v1", "ReplicaSet", entry["namespace"]))
+    return previous_revision(replicasets, revision_of(live))
+
+
+def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | None = None) -> dict[str, Any]:
     params = module.params
     check = module.check_mode
     resources = [dict(r) for r in params["resources"]]
@@ -212,10 +255,13 @@ def apply_all(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
             entry["revision_before"] = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
                 "deployment.kubernetes.io/revision"
             )
+            entry["unfinished_rollout"] = live is not None and not deployment_progress(live).done
             live_replicas = ((live or {}).get("spec") or {}).get("replicas")
             if ref in autoscaled and live_replicas is not None:
                 manifest.setdefault("spec", {})["replicas"] = live_replicas
                 entry["replicas_kept_for_hpa"] = live_replicas
+        if keeper:
+            keeper.heartbeat(before_write=True)
         try:
             after = client.apply(manifest, params["field_manager"], force=params["force_conflicts"], dry_run=check)
         except K8sError as exc:
@@ -226,6 +272,8 @@ def apply_all(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
                 raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
         before_n, after_n = normalize(live), normalize(after)
         entry["changed"] = before_n != after_n
+        if ref.kind == "Deployment":
+            entry["rollback_to"] = rollback_target(client, live, entry)
         if entry["changed"]:
             diffs.append(object_diff(ref, before_n, after_n))
         results.append(entry)
@@ -238,6 +286,8 @@ def apply_all(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
                 ref = ObjectRef.of(item, params["namespace"])
                 if ref in applied or (item.get("metadata") or {}).get("deletionTimestamp"):
                     continue
+                if keeper:
+                    keeper.heartbeat(before_write=True)
                 client.delete(ref, dry_run=check)
                 pruned.append(str(ref))
                 diffs.append(object_diff(ref, normalize(item), None))
@@ -264,6 +314,7 @@ def main() -> None:
         prune_selector=dict(type="str"),
         prune_kinds=dict(type="list", elements="str"),
     )
+    argument_spec.update(lock_argument_spec())
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
@@ -278,7 +329,10 @@ def main() -> None:
         module.fail_json(msg="invalid resources: " + "; ".join(problems))
     try:
         client = K8sClient(module.params["kubeconfig"], module.params["context"], module.params["request_timeout"])
-        module.exit_json(**apply_all(module, client))
+        keeper = keeper_of(module.params, client, module.check_mode)
+        module.exit_json(**apply_all(module, client, keeper))
+    except LockLost as exc:
+        module.fail_json(msg=f"{exc} (nothing applied after that point)")
     except K8sError as exc:
         module.fail_json(msg=str(exc))
 

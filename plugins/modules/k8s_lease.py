@@ -70,7 +70,8 @@ options:
   lease_duration:
     description:
       - Seconds the hold is valid without renewal. After that, another run takes it over.
-      - Keep it above the longest deploy, or renew the Lease during the deploy.
+      - Keep it above the longest deploy, or renew the Lease during the deploy (option C(lock) of
+        M(thinkus.ops.k8s_apply) and M(thinkus.ops.k8s_rollout) does, from inside the module doing the work).
     type: int
     default: 900
   wait_timeout:

@@ -17,6 +17,8 @@ description:
     O(rollback_revisions) are put back on the revision given for each, the module waits for them to be
     available again, then fails with a message naming each failed Deployment, why its pods are not
     ready (pod conditions, container states, Warning events) and the revision it went back to.
+  - With O(lock), the deploy lock is renewed on every status poll while waiting (a heartbeat that lives
+    exactly as long as this module), and renewed or confirmed right before a rollback changes anything.
   - With O(state=rolled_back), puts the Deployments back on a revision (the previous one by default,
     like C(kubectl rollout undo)) and waits for them.
   - A rollback replaces C(spec.template) with the template of the ReplicaSet of that revision, so the
@@ -27,6 +29,7 @@ extends_documentation_fragment:
   - thinkus.ops.k8s
   - thinkus.ops.attributes
   - thinkus.ops.k8s.action_group
+  - thinkus.ops.k8s.lock
 attributes:
   check_mode:
     support: full
@@ -108,6 +111,10 @@ EXAMPLES = r"""
     timeout: 300
     rollback_revisions:
       py-ai-engine: 4
+    lock:
+      name: thinkus-deploy
+      namespace: thinkus
+      holder_identity: "{{ __lock.holder_identity }}"
 
 - name: Put go-orchestrator back on revision 3
   thinkus.ops.k8s_rollout:
@@ -157,6 +164,12 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, ObjectRef, k8s_argument_spec
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
+    LeaseKeeper,
+    LockLost,
+    keeper_of,
+    lock_argument_spec,
+)
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
     Progress,
     crashed_containers,
@@ -176,10 +189,21 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
 
 
 class Rollout:
-    def __init__(self, module: AnsibleModule, client: K8sClient) -> None:
+    def __init__(self, module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | None = None) -> None:
         self.module = module
         self.client = client
         self.namespace: str = module.params["namespace"]
+        self.keeper = keeper
+        self.lock_warnings: set[str] = set()
+
+    def heartbeat(self, before_write: bool = False) -> None:
+        """Renew the deploy lock when due; LockLost stops the module before its next change."""
+        if self.keeper is None:
+            return
+        warning = self.keeper.heartbeat(before_write=before_write)
+        if warning and warning not in self.lock_warnings:
+            self.lock_warnings.add(warning)
+            self.module.warn(f"{warning}; trying again on the next poll")
 
     def get(self, name: str) -> dict[str, Any]:
         obj = self.client.get(ObjectRef("apps/v1", "Deployment", name, self.namespace))
@@ -199,6 +223,7 @@ class Rollout:
 
     def _progress(self, name: str) -> tuple[dict[str, Any], Progress]:
         obj = self.get(name)
+        self.heartbeat()
         return obj, deployment_progress(obj)
 
     def reason(self, deployment: dict[str, Any], progress: Progress, timeout: float) -> str:
@@ -214,6 +239,7 @@ class Rollout:
             selector = selector_string(deployment) + (f",pod-template-hash={pod_hash}" if pod_hash else "")
             pods = self.client.list("v1", "Pod", self.namespace, label_selector=selector)
             names.update(p["metadata"]["name"] for p in pods)
+        self.heartbeat()
         events = self.client.list("v1", "Event", self.namespace)
         what = progress.message if progress.failed else f"not rolled out within {timeout:.0f}s ({progress.message})"
         details = pod_problems(pods)
@@ -244,6 +270,8 @@ class Rollout:
         if same_template(live_template, template):
             entry.update(status="unchanged", changed=False, message=f"already on the template of revision {target}")
             return entry
+        if not self.module.check_mode:
+            self.heartbeat(before_write=True)
         self.client.request(
             "PATCH",
             f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{name}",
@@ -393,13 +421,16 @@ def main() -> None:
         field_manager=dict(type="str", default="thinkus-ops-rollback"),
         poll_interval=dict(type="float", default=1.0),
     )
+    argument_spec.update(lock_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     try:
         client = K8sClient(module.params["kubeconfig"], module.params["context"], module.params["request_timeout"])
-        rollout = Rollout(module, client)
+        rollout = Rollout(module, client, keeper_of(module.params, client, module.check_mode))
         if module.params["state"] == "rolled_out":
             module.exit_json(**rolled_out(module, rollout))
         module.exit_json(**rolled_back(module, rollout))
+    except LockLost as exc:
+        module.fail_json(msg=str(exc))
     except K8sError as exc:
         module.fail_json(msg=str(exc))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,32 @@ from kubernetes.client.exceptions import ApiException
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "tests" / "k8s" / "crds" / "cert-manager"
+
+
+# One line per fault case (tests/integration/test_faults.py), repeated at the end of the run.
+FAULT_LINES: list[str] = []
+
+
+@pytest.fixture
+def fault_report() -> Callable[..., None]:
+    """Record how a fault case ended: what it left behind, when the system was usable again."""
+
+    def report(case: str, left_behind: str, usable_after: float, person_needed: str = "no") -> None:
+        line = (
+            f"fault: {case} | left behind: {left_behind} | usable again after {usable_after:.0f} s"
+            f" | person needed: {person_needed}"
+        )
+        FAULT_LINES.append(line)
+        print(line)
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FAULT_LINES:
+        terminalreporter.section("faults")
+        for line in FAULT_LINES:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,11 +16,15 @@ secrets in them do not show in ``ps``. The file is deleted when the run ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,3 +150,116 @@ def run_playbook(
             os.unlink(vars_file)
     tasks, stats = _parse_json_output(proc.stdout) if json_output else ([], {})
     return PlaybookResult(rc=proc.returncode, output=proc.stdout, command=command, tasks=tasks, stats=stats)
+
+
+class RunningPlaybook:
+    """An ansible-playbook started in a process group of its own, to be killed mid-run.
+
+    Its output is collected line by line on a thread; ``wait_for`` blocks until a line
+    contains a text (a task banner, say). ``kill`` sends SIGKILL to the whole group: the
+    playbook, its workers and the modules they run, as ``kill -9 -<pgid>`` would.
+    """
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path, vars_file: str | None) -> None:
+        self.command = command
+        self.vars_file = vars_file
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        self.proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.pgid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._seen:
+                self.lines.append(line)
+                self._seen.notify_all()
+        with self._seen:
+            self._seen.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._seen:
+            return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while not any(text in line for line in self.lines):
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise TimeoutError(f"{text!r} not seen in the output:\n{''.join(self.lines)}")
+                self._seen.wait(min(left, 0.5))
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def survivors(self) -> list[int]:
+        """Processes of this run outside its process group: Ansible's workers call setsid(), so
+        they (and the module each one runs) outlive a killed group until they notice it."""
+        if not self.vars_file:
+            return []
+        found = []
+        marker = self.vars_file.encode()
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if marker in (proc / "cmdline").read_bytes():
+                        found.append(int(proc.name))
+                except OSError:
+                    continue
+        return found
+
+    def kill(self, timeout: float = 10) -> None:
+        """SIGKILL the whole process group; returns once no process of it is left (the workers
+        that escaped it are left to notice on their own: see ``survivors``)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGKILL)
+        self.proc.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)  # orphaned children are reaped by init
+
+    def close(self) -> None:
+        if self.vars_file and os.path.exists(self.vars_file):
+            os.unlink(self.vars_file)
+
+
+def start_playbook(
+    playbook: str | os.PathLike[str],
+    extra_vars: dict[str, Any] | None = None,
+    inventory: str | None = None,
+    env: dict[str, str] | None = None,
+) -> RunningPlaybook:
+    """Start one playbook in the background (same conventions as ``run_playbook``)."""
+    command = [_venv_bin("ansible-playbook"), str(playbook), "-i", inventory or "localhost,"]
+    run_env = dict(os.environ)
+    run_env.update(
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        PYTHONUNBUFFERED="1",
+    )
+    run_env.update(env or {})
+    vars_file = None
+    if extra_vars:
+        handle, vars_file = tempfile.mkstemp(prefix="extra-vars-", suffix=".json")
+        with os.fdopen(handle, "w") as out:
+            json.dump(extra_vars, out)
+        command += ["-e", f"@{vars_file}"]
+    return RunningPlaybook(command, run_env, REPO_ROOT, vars_file)

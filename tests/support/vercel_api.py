@@ -23,9 +23,9 @@ each behaviour and its source):
   successive ``GET /v9/projects/{id}``; failed aliases are listed by the aliases endpoints.
 
 Tests drive it from Python (``VercelAPIServer`` methods) or over HTTP (``/_test/...``):
-inject faults (N x 500, 429 with Retry-After, a build ending in ERROR, a 500 or a slow
-answer *after* the request was carried out, a failed alias job) and read the log of every
-request it served.
+inject faults (N x 500, optionally after the first K matching requests, 429 with Retry-After,
+a build ending in ERROR, a 500 or a slow answer *after* the request was carried out, a failed
+alias job) and read the log of every request it served.
 
     with VercelAPIServer(token="t0k3n") as api:
         api.add_project("web")
@@ -79,6 +79,7 @@ class Fault:
     code: str | None = None
     after: bool = False  # carry the request out first, then answer with the fault
     delay: float = 0.0  # with after: seconds to wait before answering (a client timeout)
+    skip: int = 0  # let this many matching requests through first (a fault in the middle of a series)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -176,9 +177,10 @@ class VercelAPIServer:
         code: str | None = None,
         after: bool = False,
         delay: float = 0.0,
+        skip: int = 0,
     ) -> None:
         with self.state.lock:
-            self.state.faults.append(Fault(status, times, method, path, retry_after, code, after, delay))
+            self.state.faults.append(Fault(status, times, method, path, retry_after, code, after, delay, skip))
 
     def fail_next_build(self, error_code: str, error_message: str) -> None:
         """The next deployment created ends in ERROR with this errorCode."""
@@ -557,6 +559,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _take_fault(self, method: str, path: str, after: bool) -> Fault | None:
         for fault in self.api.state.faults:
             if fault.times > 0 and fault.after == after and fault.matches(method, path):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 fault.times -= 1
                 if fault.times == 0:
                     self.api.state.faults.remove(fault)

@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
+import signal
+import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -304,6 +309,161 @@ def test_lease_body_counts_transitions_and_keeps_acquire_time_on_renewal() -> No
     assert renewed["spec"]["acquireTime"] == taken["spec"]["acquireTime"]
     assert renewed["spec"]["renewTime"] == "2026-01-17T10:00:10.123456Z"
     assert renewed["spec"]["leaseTransitions"] == 1
+
+
+class FakeLeaseServer:
+    """Just enough of K8sClient for LeaseKeeper: one Lease, optional failures."""
+
+    def __init__(self, holder: str | None, duration: int = 60) -> None:
+        self.lease: dict[str, Any] | None = None
+        if holder:
+            self.lease = {
+                "metadata": {"name": "thinkus-deploy", "namespace": "ns", "resourceVersion": "1"},
+                "spec": {
+                    "holderIdentity": holder,
+                    "leaseDurationSeconds": duration,
+                    "acquireTime": "2026-01-17T10:00:00.000000Z",
+                    "renewTime": "2026-01-17T10:00:00.000000Z",
+                },
+            }
+        self.fail_with: _k8s.K8sError | None = None
+        self.puts: list[dict[str, Any]] = []
+
+    def get(self, ref: _k8s.ObjectRef) -> dict[str, Any] | None:
+        if self.fail_with:
+            raise self.fail_with
+        return self.lease
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        assert method == "PUT" and path.endswith("/namespaces/ns/leases/thinkus-deploy")
+        if body["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
+            raise _k8s.K8sError("conflict", status=409)
+        self.puts.append(body)
+        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
+        self.lease = body
+        return body
+
+
+def keeper(server: FakeLeaseServer, clock: list[float]) -> _k8s_lease.LeaseKeeper:
+    ref = _k8s.ObjectRef("coordination.k8s.io/v1", "Lease", "thinkus-deploy", "ns")
+    now = datetime.datetime(2026, 1, 17, 10, 0, 0, tzinfo=UTC)
+    return _k8s_lease.LeaseKeeper(
+        server, ref, "me/1", clock=lambda: clock[0], wall_clock=lambda: now + datetime.timedelta(seconds=clock[0])
+    )
+
+
+def test_keeper_renews_every_quarter_of_the_duration_and_keeps_the_acquire_time() -> None:
+    server, clock = FakeLeaseServer("me/1", duration=60), [0.0]
+    keep = keeper(server, clock)
+    keep.renew()
+    assert len(server.puts) == 1 and keep.duration == 60
+    clock[0] = 14.0
+    assert keep.heartbeat() is None
+    assert len(server.puts) == 1  # not due before 15 s
+    clock[0] = 15.0
+    keep.heartbeat()
+    assert len(server.puts) == 2
+    assert server.lease["spec"]["renewTime"] == "2026-01-17T10:00:15.000000Z"
+    assert server.lease["spec"]["acquireTime"] == "2026-01-17T10:00:00.000000Z"
+    assert server.lease["spec"]["holderIdentity"] == "me/1"
+
+
+@pytest.mark.parametrize(
+    ("holder", "expected"),
+    [
+        (None, "the deploy lock Lease ns/thinkus-deploy no longer exists (released or deleted by someone else)"),
+        ("bob/2", "the deploy lock Lease ns/thinkus-deploy is held by 'bob/2'"),
+    ],
+)
+def test_keeper_stops_when_the_lease_is_gone_or_taken_over(holder: str | None, expected: str) -> None:
+    server, clock = FakeLeaseServer(holder), [0.0]
+    with pytest.raises(_k8s_lease.LockLost, match="stopped before the next change") as caught:
+        keeper(server, clock).heartbeat()  # even while only waiting: someone else holds it
+    assert str(caught.value).startswith(expected)
+    assert not caught.value.transient
+    assert server.puts == []
+
+
+def test_keeper_tolerates_an_unanswered_renewal_while_waiting_but_not_before_a_write() -> None:
+    server, clock = FakeLeaseServer("me/1", duration=60), [0.0]
+    keep = keeper(server, clock)
+    keep.renew()
+    server.fail_with = _k8s.K8sUnreachable("cannot reach the Kubernetes API server https://127.0.0.1:6443")
+    clock[0] = 20.0
+    warning = keep.heartbeat()
+    assert warning and "cannot renew the deploy lock Lease ns/thinkus-deploy" in warning
+    assert "https://127.0.0.1:6443" in warning
+    with pytest.raises(_k8s_lease.LockLost, match="cannot reach the Kubernetes API server"):
+        keep.heartbeat(before_write=True)
+    # Back within the duration: renewed, nothing lost.
+    server.fail_with = None
+    clock[0] = 40.0
+    assert keep.heartbeat(before_write=True) is None
+    assert keep.renewals == 2
+    # Not renewed for a whole duration: the run may no longer count on the lock, even if the server is back.
+    clock[0] = 100.0
+    with pytest.raises(_k8s_lease.LockLost, match="last renewed 60s ago, past its 60s duration"):
+        keep.heartbeat()
+
+
+def test_keeper_stops_on_a_conflicting_write() -> None:
+    server, clock = FakeLeaseServer("me/1"), [0.0]
+    keep = keeper(server, clock)
+    original = server.request
+
+    def racing(method: str, path: str, body: Any = None) -> Any:
+        server.lease = {**server.lease, "metadata": {**server.lease["metadata"], "resourceVersion": "7"}}
+        return original(method, path, body)
+
+    server.request = racing  # type: ignore[method-assign]
+    with pytest.raises(_k8s_lease.LockLost, match="changed by someone else"):
+        keep.renew()
+
+
+def test_keeper_of_needs_a_lock_and_a_real_run() -> None:
+    server = FakeLeaseServer("me/1")
+    lock = {"name": "thinkus-deploy", "namespace": "ns", "holder_identity": "me/1"}
+    assert _k8s_lease.keeper_of({"lock": None}, server, check_mode=False) is None
+    assert _k8s_lease.keeper_of({"lock": lock}, server, check_mode=True) is None
+    assert server.puts == []
+    kept = _k8s_lease.keeper_of({"lock": lock}, server, check_mode=False)
+    assert kept is not None and kept.renewals == 1 and len(server.puts) == 1
+
+
+def test_lifeline_notices_that_the_process_that_started_it_died() -> None:
+    # sh starts sleep and waits; sleep stands for a module, sh for the run that started it.
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert shell.stdout is not None
+        module_pid = int(shell.stdout.readline())
+        line = _k8s_lease.Lifeline(module_pid)
+        assert line.chain and line.chain[0][:2] == (module_pid, shell.pid)
+        assert line.alive()
+        shell.kill()
+        shell.wait()
+        deadline = time.monotonic() + 5
+        while line.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not line.alive()  # re-parented: its run is gone
+    finally:
+        shell.kill()
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.kill(module_pid, signal.SIGKILL)
+
+
+def test_keeper_stops_renewing_once_its_run_is_gone() -> None:
+    class Dead:
+        def alive(self) -> bool:
+            return False
+
+    server, clock = FakeLeaseServer("me/1"), [0.0]
+    keep = keeper(server, clock)
+    keep.lifeline = Dead()  # type: ignore[assignment]
+    with pytest.raises(
+        _k8s_lease.LockLost, match="the ansible run holding the deploy lock Lease ns/thinkus-deploy has ended"
+    ):
+        keep.heartbeat()
+    assert server.puts == []
 
 
 def test_parse_time_accepts_server_formats() -> None:

@@ -343,6 +343,23 @@ def test_upload_files_raises_the_first_failure(tmp_path: Any) -> None:
         client.upload_files(v.scan_directory(str(tmp_path)))
 
 
+def test_upload_files_failing_with_files_still_queued_raises_that_failure_not_a_cancellation(tmp_path: Any) -> None:
+    for n in range(6):
+        (tmp_path / f"f{n}").write_text(str(n))
+    sent: list[str] = []
+
+    class FailingThird(v.VercelClient):
+        def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> Any:
+            sent.append(headers["x-vercel-digest"])
+            if len(sent) == 3:
+                raise http_error(400, {"error": {"code": "invalid_digest", "message": "bad"}})
+            return 200, {}, b"{}"
+
+    with pytest.raises(v.VercelAPIError, match="invalid_digest"):
+        FailingThird(token="t", api_url="http://api.test").upload_files(v.scan_directory(str(tmp_path)), 1)
+    assert len(sent) < 6  # the uploads still queued were cancelled, not sent
+
+
 # ---------------------------------------------------------------- Retry-After beyond the cap, unsafe writes
 
 
