@@ -59,10 +59,21 @@ def app_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def remote_env(app_source: Path) -> dict[str, str]:
+def remote_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local cluster under the context names the dev/staging/prod inventories pin."""
+    data = yaml.safe_load((LOCAL / "kubeconfig").read_text())
+    local = next(c for c in data["contexts"] if c["name"] == data["current-context"])
+    data["contexts"] += [{"name": f"thinkus-{env}", "context": local["context"]} for env in ("dev", "staging", "prod")]
+    path = tmp_path_factory.mktemp("kube") / "kubeconfig"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def remote_env(app_source: Path, remote_kubeconfig: Path) -> dict[str, str]:
     """What CI or AWX puts in the environment for dev/staging/prod (dummy values)."""
     return {
-        "K8S_AUTH_KUBECONFIG": str(LOCAL / "kubeconfig"),
+        "K8S_AUTH_KUBECONFIG": str(remote_kubeconfig),
         "THINKUS_REGISTRY_USERNAME": "ci-user",
         "THINKUS_REGISTRY_PASSWORD": "ci-registry-password-" + uuid.uuid4().hex,
         "THINKUS_APP_SOURCE": str(app_source),
@@ -83,7 +94,9 @@ def test_every_inventory_passes_the_roles_argument_specs_and_preflights(
     env: str, tmp_path: Path, remote_env: dict[str, str], thinkus_namespace: None, cert_manager_crds: None
 ) -> None:
     """The local cluster stands in for the remote ones: a namespace and cert-manager's CRDs, as they would have."""
-    extra: dict[str, Any] = {"deploy_artifacts_dir": str(tmp_path)}
+    # The marker goes to a namespace of the test's own (check mode: a first deploy's preview claims it).
+    identity = {"environment": env, "uid": "", "claim": True, "marker_namespace": f"guard-{env}-{uuid.uuid4().hex[:8]}"}
+    extra: dict[str, Any] = {"deploy_artifacts_dir": str(tmp_path), "thinkus_cluster_identity": identity}
     if env != "local":
         extra.update({name: f"dummy-{name}" for name in _vault_names()})
     result = run_playbook(
@@ -112,12 +125,12 @@ def test_prod_preview_against_an_unreachable_cluster_fails_clearly_in_preflight(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "current-context": "prod",
+                "current-context": "thinkus-prod",
                 "clusters": [
                     {"name": "prod", "cluster": {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True}}
                 ],
                 "users": [{"name": "prod", "user": {"token": "not-a-real-token"}}],
-                "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "prod"}}],
+                "contexts": [{"name": "thinkus-prod", "context": {"cluster": "prod", "user": "prod"}}],
             }
         )
     )
