@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?=
 
-.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows sanity unit integration molecule demo build package clean local-up local-down local-reset local-status
+.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows sanity unit integration faults molecule demo build package clean local-up local-down local-reset local-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,7 +44,10 @@ unit: setup ## pytest unit tests
 	pytest -q tests/unit
 
 integration: setup ## tests against the local environment (bring it up first: make local-up)
-	pytest -q tests/localenv tests/integration
+	pytest -q -m "not faults" tests/localenv tests/integration
+
+faults: setup ## the fault-injection suite against the local environment (killed deploys, 5xx, outages)
+	pytest -q -m faults tests/integration
 
 local-up: setup ## start the local environment (idempotent; state in .local/, caches in ~/.cache/thinkus-ops)
 	python -m tools.localenv up

@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-all_stages="lint sanity unit package local-up integration molecule"
+all_stages="lint sanity unit package local-up integration faults molecule"
 stages=${STAGES:-$all_stages}
 passed=0
 failed=0
@@ -46,6 +46,7 @@ for stage in $stages; do
       run_stage local-up .venv/bin/python -m tools.localenv up --session "$session"
       ;;
     integration) run_stage integration make --no-print-directory integration ;;
+    faults) run_stage faults make --no-print-directory faults ;;
     molecule)
       if compgen -G "molecule/*/molecule.yml" >/dev/null; then
         run_stage molecule make --no-print-directory molecule

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -554,8 +555,19 @@ class VercelClient:
         if not files:
             return
         workers = max(1, min(concurrency, len(files)))
+        failed = threading.Event()
+
+        def upload(item: LocalFile) -> None:
+            if failed.is_set():  # an earlier upload failed: send nothing more
+                return
+            try:
+                self.upload_file(item)
+            except BaseException:
+                failed.set()
+                raise
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(self.upload_file, item) for item in files]
+            futures = [pool.submit(upload, item) for item in files]
             first_error: BaseException | None = None
             for future in concurrent.futures.as_completed(futures):
                 if future.cancelled():  # not started after an earlier failure

@@ -15,10 +15,10 @@ description:
     and the found value of whatever differs.
   - The context must be given and must exist in the kubeconfig; the kubeconfig's C(current-context) is never
     used, so a shell pointed at another cluster cannot redirect a run.
-  - The cluster itself must carry the identity. O(uid), when set, is compared with the UID of the cluster's
+  - The cluster itself must carry the identity. O(identity.uid), when set, is compared with the UID of the cluster's
     C(kube-system) namespace (it never changes during the cluster's life). The environment marker, a ConfigMap
-    (O(marker_namespace)/O(marker_name), key C(environment)), must name O(environment).
-  - A cluster without a marker is refused unless O(claim=true); then the marker is created (never replaced),
+    (O(identity.marker_namespace)/O(identity.marker_name), key C(environment)), must name O(identity.environment).
+  - A cluster without a marker is refused unless O(identity.claim=true); then the marker is created (never replaced),
     so the first deploy into a new or freshly reset cluster claims it and every later run is checked against it.
     A marker naming another environment is never overwritten.
 author:
