@@ -71,7 +71,7 @@ molecule: setup ## all Molecule scenarios, or one: make molecule SCENARIO=<name>
 	if [ -n "$$failed" ]; then echo "molecule: failed:$$failed"; exit 1; fi; echo "molecule: all scenarios passed"
 
 demo: local-up ## the whole platform deployed to a local environment on this machine
-	@rc=0; ansible-playbook playbooks/deploy.yml -i inventories/local || rc=$$?; \
+	@rm -f .local/artifacts/deploy-summary.json; rc=0; ansible-playbook playbooks/deploy.yml -i inventories/local || rc=$$?; \
 	python -m tools.localenv where || true; exit $$rc
 
 build: setup ## the collection tarball (ansible-galaxy collection build)

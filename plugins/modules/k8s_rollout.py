@@ -71,6 +71,14 @@ options:
       - How long in seconds to wait for the rollout, and again for a rollback to become available.
     type: int
     default: 300
+  redact:
+    description:
+      - Values never to show. A failure message quotes the last lines of a crashed container's log, and an
+        application may print its connection string or key there: every occurrence of these values (the
+        Secrets the pods get) is masked in everything the module returns.
+    type: list
+    elements: str
+    default: []
   rollback_revisions:
     description:
       - Deployment name to revision.
@@ -417,6 +425,7 @@ def main() -> None:
         state=dict(type="str", choices=["rolled_out", "rolled_back"], default="rolled_out"),
         timeout=dict(type="int", default=300),
         rollback_revisions=dict(type="dict", default={}),
+        redact=dict(type="list", elements="str", default=[], no_log=True),
         revision=dict(type="int"),
         field_manager=dict(type="str", default="thinkus-ops-rollback"),
         poll_interval=dict(type="float", default=1.0),

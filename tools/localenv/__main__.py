@@ -87,11 +87,9 @@ def cmd_reset(ctx: Context) -> None:
     """An empty cluster (nothing of ours in it), the rest of the environment as it is."""
     t0 = time.monotonic()
     # The kubelet registers its Node once, at start: it goes down and up with the cluster.
-    node_was_up = node.status(ctx)[0]
     node.down(ctx)
     k8s.reset(ctx)
-    if node_was_up:
-        node.up(ctx)
+    node.up(ctx)
     say(f"kubernetes: reset to an empty cluster in {time.monotonic() - t0:.1f}s")
 
 
@@ -110,7 +108,7 @@ def cmd_where(ctx: Context) -> int:
     print("")
     print(f"thinkus demo: result={summary.get('result', 'unknown')} changed={summary.get('changed', '?')}")
     for host, url in sorted(urls.items()):
-        print(f"  API host {host:<22} {url}  (the Ingress object; see docs/development.md for what serves it)")
+        print(f"  API host {host:<22} {url}  (the Ingress object; no local Ingress controller serves it yet)")
     rows = [
         ("Prometheus", endpoints.get("prometheus_url")),
         ("Alertmanager", endpoints.get("alertmanager_url")),

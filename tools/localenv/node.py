@@ -165,9 +165,16 @@ def _ensure_bridge() -> None:
     # rules, a packet to it goes to the pod bridge (and nowhere), not to the default route.
     _ip("route", "replace", k8s.SERVICE_CIDR, "dev", BRIDGE)
     _ensure_forwarding()
+    if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
     for knob in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
         path = Path("/proc/sys") / knob
-        if path.exists() and path.read_text().strip() != "1":
+        if not path.exists():
+            raise LocalEnvError(
+                f"{NAME}: /proc/sys/{knob} is missing: the kernel's bridge netfilter (br_netfilter) is needed so "
+                "that a pod reaching a Service on the same bridge gets its answers through kube-proxy's rules"
+            )
+        if path.read_text().strip() != "1":
             path.write_text("1\n")
 
 
@@ -617,6 +624,9 @@ def up(ctx: Context) -> dict[str, str]:
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o700)
     _ensure_bridge()
+    # Releases before the real node ran the images as side containers on 18080/18000.
+    for name in ("go-orchestrator", "py-ai-engine"):
+        subprocess.run(["docker", "rm", "-f", f"thinkus-preview-{name}"], capture_output=True, check=False)
     pause_ref = _start_containerd(ctx, bins["pause"])
     creds = _ensure_credentials(ctx)
     _ensure_serving_cert(ctx)
