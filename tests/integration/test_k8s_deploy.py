@@ -302,10 +302,15 @@ BAD_INPUTS = [
     ),
     pytest.param(
         {"k8s_deploy_image_tag": ""},
-        "the image of service go-orchestrator is '127.0.0.1:5000/thinkus/go-orchestrator': it needs a tag",
+        "the image of service go-orchestrator is '127.0.0.1:5000/thinkus/go-orchestrator': it must be an image "
+        "reference [registry[:port]/]path[:tag][@sha256:digest]",
         id="image-without-tag",
     ),
-    pytest.param({"k8s_deploy_image_tag": "latest"}, "it needs a tag other than 'latest'", id="image-latest"),
+    pytest.param(
+        {"k8s_deploy_image_tag": "latest"},
+        "is '127.0.0.1:5000/thinkus/go-orchestrator:latest': it must be an image reference",
+        id="image-latest",
+    ),
 ]
 
 
@@ -336,7 +341,7 @@ def test_an_unreachable_api_server_fails_naming_server_and_context(tmp_path: Pat
     path = tmp_path / "kubeconfig"
     path.write_text(json.dumps(kubeconfig))
     path.chmod(0o600)
-    result = deploy(namespace, k8s_deploy_kubeconfig=str(path))
+    result = deploy(namespace, k8s_deploy_kubeconfig=str(path), k8s_deploy_context="thinkus-unreachable")
     assert result.rc != 0
     assert (
         "cannot reach the Kubernetes API server https://127.0.0.1:1 "

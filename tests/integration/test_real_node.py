@@ -259,8 +259,15 @@ def test_a_release_whose_readiness_never_passes_is_rolled_back(
 ) -> None:
     v1 = deploy(namespace, ["worker"])
     assert v1.rc == 0, v1.output[-5000:]
-    # The fault the worker once had: probes on 8080 while the image listens on 8001.
-    probe = {"path": "/ready", "port": 8080, "initial_delay_seconds": 1, "period_seconds": 2}
+    # The fault the worker once had, probes on 8080 while the image listens on 8001 (and declares
+    # 8001), is now refused in preflight, before anything changes.
+    mismatch = {"worker": {"readiness_probe": {"path": "/ready", "port": 8080}}}
+    refused = deploy(namespace, ["worker"], mismatch)
+    assert refused.rc != 0
+    assert "8080" in refused.output and "readiness_probe" in refused.output, refused.output[-3000:]
+    assert client.AppsV1Api(api).read_namespaced_deployment("worker", namespace).metadata.generation == 1
+    # A probe on a declared port that the image never answers with 200: never Ready, rolled back.
+    probe = {"path": "/never-ready", "port": 8001, "initial_delay_seconds": 1, "period_seconds": 2}
     wrong = {"worker": {"readiness_probe": probe}}
     v2 = deploy(namespace, ["worker"], wrong, k8s_deploy_rollout_timeout=25)
     assert v2.rc != 0
@@ -269,7 +276,7 @@ def test_a_release_whose_readiness_never_passes_is_rolled_back(
     assert "rolled back to revision 1" in v2.output
     dep = client.AppsV1Api(api).read_namespaced_deployment("worker", namespace)
     assert dep.status.available_replicas == 1
-    assert dep.spec.template.spec.containers[0].readiness_probe.http_get.port == 8001
+    assert dep.spec.template.spec.containers[0].readiness_probe.http_get.path == "/ready"
 
 
 def test_a_wrong_pull_secret_is_named_as_image_pull_back_off(

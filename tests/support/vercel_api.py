@@ -512,6 +512,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_test/"):
             self._test_control(method, path, raw)
             return
+        # Logged when it arrives (its status is filled in when it is answered), so a slow answer
+        # still under way belongs to the log a test clears after it, never to the next one.
+        with api.state.lock:
+            api.state.log.append(entry)
         status = 500
         try:
             body: Any = None
@@ -543,8 +547,6 @@ class _Handler(BaseHTTPRequestHandler):
             entry["error"] = exc.body["error"]["code"]
         finally:
             entry["status"] = status
-            with api.state.lock:
-                api.state.log.append(entry)
 
     def _authorize(self, query: dict[str, str]) -> None:
         header = self.headers.get("Authorization") or ""
