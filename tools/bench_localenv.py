@@ -91,7 +91,8 @@ def real_node_seconds(kubeconfig: Path) -> float:
     try:
         for kind in ("secrets", "config_maps"):
             for obj in getattr(core, f"list_namespaced_{kind[:-1]}")("thinkus").items:
-                if obj.metadata.name.startswith("kube-root-ca") or (obj.type or "").startswith("kubernetes.io/service"):
+                kind_of = getattr(obj, "type", None) or ""
+                if obj.metadata.name.startswith("kube-root-ca") or kind_of.startswith("kubernetes.io/service"):
                     continue
                 obj.metadata = client.V1ObjectMeta(name=obj.metadata.name)
                 getattr(core, f"create_namespaced_{kind[:-1]}")(ns, obj)
