@@ -73,8 +73,8 @@ options:
     default: 300
   redact:
     description:
-      - Values never to show. A failure message quotes the last lines of a crashed container's log, and an
-        application may print its connection string or key there: every occurrence of these values (the
+      - Values never to show. A failure message quotes the last lines of a crashed container's log, where an
+        application may print its connection string or key, so every occurrence of these values (the
         Secrets the pods get) is masked in everything the module returns.
     type: list
     elements: str
