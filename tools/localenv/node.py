@@ -409,6 +409,38 @@ def _ensure_pause_image(binary: Path) -> str:
     return ref
 
 
+def _our_shims() -> list[int]:
+    """PIDs of containerd shims started for our socket (they outlive a killed containerd)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            continue
+        if b"containerd-shim" in text and str(CONTAINERD_SOCKET).encode() in text:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def _clear_leftovers(ctx: Context) -> None:
+    """What a node that was killed (not stopped) leaves: pinned pod network namespaces, whose
+    veths still hold pod addresses on the bridge, the runtime's mounts and state, the bridge.
+    Only when no containerd of ours and none of its shims runs, so no live pod is touched."""
+    if tracked_pid(ctx, CONTAINERD) or _containerd_answers() or _our_shims():
+        return
+    stale = list(Path("/run/netns").glob("cni-*")) if Path("/run/netns").exists() else []
+    state = RUN_DIR / "containerd"
+    if not stale and not state.exists():
+        return
+    for pinned in stale:
+        subprocess.run(["umount", str(pinned)], capture_output=True, check=False)
+        pinned.unlink(missing_ok=True)
+    _unmount_under(RUN_DIR)
+    shutil.rmtree(state, ignore_errors=True)
+    _remove_network(ctx)
+    say(f"cleared what a killed node left behind ({len(stale)} pod network namespaces, runtime state)")
+
+
 def _start_containerd(ctx: Context, pause_binary: Path) -> str:
     base = node_dir(ctx)
     pause_ref = PAUSE_IMAGE + hashlib.sha256(pause_binary.read_bytes()).hexdigest()[:12]
@@ -623,6 +655,7 @@ def up(ctx: Context) -> dict[str, str]:
     base = node_dir(ctx)
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o700)
+    _clear_leftovers(ctx)
     _ensure_bridge()
     # Releases before the real node ran the images as side containers on 18080/18000.
     for name in ("go-orchestrator", "py-ai-engine"):
