@@ -44,10 +44,10 @@ unit: setup ## pytest unit tests
 	pytest -q tests/unit
 
 integration: setup ## tests against the local environment (bring it up first: make local-up)
-	pytest -q -m "not faults" tests/localenv tests/integration
+	pytest -q --durations=15 -m "not faults" tests/localenv tests/integration
 
 faults: setup ## the fault-injection suite against the local environment (killed deploys, 5xx, outages)
-	pytest -q -m faults tests/integration
+	pytest -q --durations=15 -m faults tests/integration
 
 local-up: setup ## start the local environment (idempotent; state in .local/, caches in ~/.cache/thinkus-ops)
 	python -m tools.localenv up

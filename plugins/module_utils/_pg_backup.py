@@ -257,6 +257,15 @@ def dump_argv(conn: PgConn, out: str, fmt: str, jobs: int, snapshot: str | None,
     return argv
 
 
+def lost_during_dump(exc: Exception, conn: PgConn) -> BackupError:
+    """The fingerprint session failed mid-dump: the server restarted, failed over or dropped us."""
+    cause = " ".join(str(exc).split())
+    return BackupError(
+        f"PostgreSQL at {conn.host}:{conn.port} failed during the dump of {conn.database!r} (restarted, failed "
+        f"over, or the connection was lost): {scrub(cause, [conn.password])}; nothing of this run was uploaded"
+    )
+
+
 def dump(conn: PgConn, out: str, fmt: str = "custom", jobs: int = 1, compress: int | None = None) -> dict[str, Any]:
     """Run pg_dump into ``out`` and fingerprint the same snapshot meanwhile; returns the fingerprint."""
     db = conn.connect()
@@ -280,16 +289,23 @@ def dump(conn: PgConn, out: str, fmt: str = "custom", jobs: int = 1, compress: i
             if snapshot:
                 fp = fingerprint(cur)
             _out, err = proc.communicate()
+        except psycopg2.Error as exc:
+            proc.kill()
+            proc.wait()
+            raise lost_during_dump(exc, conn) from None
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         if proc.returncode != 0:
             raise BackupError(f"pg_dump failed (exit {proc.returncode}): {scrub(err, [conn.password])}")
-        if not snapshot:
-            fp = fingerprint(cur)
-        fp["consistent_snapshot"] = bool(snapshot)
-        db.commit()
+        try:
+            if not snapshot:
+                fp = fingerprint(cur)
+            fp["consistent_snapshot"] = bool(snapshot)
+            db.commit()
+        except psycopg2.Error as exc:
+            raise lost_during_dump(exc, conn) from None
         return fp
     finally:
         db.close()

@@ -171,7 +171,13 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, ObjectRef, k8s_argument_spec
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s import (
+    K8sClient,
+    K8sError,
+    K8sUnreachable,
+    ObjectRef,
+    k8s_argument_spec,
+)
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
     LeaseKeeper,
     LockLost,
@@ -196,6 +202,11 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
 )
 
 
+def transient(exc: K8sError) -> bool:
+    """Whether a failed read may succeed if tried again: no answer, or the server busy or starting."""
+    return isinstance(exc, K8sUnreachable) or exc.status in (429, 500, 502, 503, 504)
+
+
 class Rollout:
     def __init__(self, module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | None = None) -> None:
         self.module = module
@@ -209,9 +220,13 @@ class Rollout:
         if self.keeper is None:
             return
         warning = self.keeper.heartbeat(before_write=before_write)
-        if warning and warning not in self.lock_warnings:
+        if warning:
+            self.warn_once(f"{warning}; trying again on the next poll")
+
+    def warn_once(self, warning: str) -> None:
+        if warning not in self.lock_warnings:
             self.lock_warnings.add(warning)
-            self.module.warn(f"{warning}; trying again on the next poll")
+            self.module.warn(warning)
 
     def get(self, name: str) -> dict[str, Any]:
         obj = self.client.get(ObjectRef("apps/v1", "Deployment", name, self.namespace))
@@ -220,10 +235,23 @@ class Rollout:
         return obj
 
     def wait(self, names: list[str], timeout: float) -> dict[str, tuple[dict[str, Any], Progress]]:
-        """Poll until all are rolled out, one has failed for good, or the timeout passes."""
+        """Poll until all are rolled out, one has failed for good, or the timeout passes.
+
+        An API server that does not answer for a while (restarted, overloaded) is polled again
+        until the timeout: the rollout goes on without it. Past the timeout the module fails
+        naming the API server, without touching the Deployments it could not see.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            state = {name: self._progress(name) for name in names}
+            try:
+                state = {name: self._progress(name) for name in names}
+            except K8sError as exc:
+                if not transient(exc) or time.monotonic() >= deadline:
+                    raise
+                self.warn_once(f"{exc}; polling again until the rollout timeout ({timeout:.0f}s)")
+                self.heartbeat()  # a killed run, or a lock past its duration, still stops the wait
+                time.sleep(min(self.module.params["poll_interval"], max(deadline - time.monotonic(), 0.05)))
+                continue
             pending = [n for n, (_obj, p) in state.items() if not p.done]
             if not pending or any(p.failed for _obj, p in state.values()) or time.monotonic() >= deadline:
                 return state

@@ -12,7 +12,13 @@ The deploy cases run k8s_deploy through inventories/local into a namespace of th
 the kwok nodes (like test_k8s_deploy.py), and kill the whole ansible-playbook process group
 with SIGKILL, as ``kill -9 -<pgid>`` would: the deploy lock must lapse within its 60 s, the
 next deploy must take it over and leave every Deployment whole (not paused, one active
-ReplicaSet, on the release it says), and no Lease may be left behind. Nothing skips.
+ReplicaSet, on the release it says), and no Lease may be left behind.
+
+The dependency cases break a real component mid-run: the local kube-apiserver is stopped and
+started again (during apply, and during the rollout wait with the scheduler stopped so the
+rollout cannot finish first); the registry, S3 and Vercel fail behind tests/support/fault_proxy.py
+(or the Vercel stand-in's own fault hook); PostgreSQL gets a fast shutdown and restart while the
+dump waits on a locked table. Nothing skips.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ import copy
 import datetime
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import docker
 import psycopg2
 import pytest
 from kubernetes import client, config
@@ -43,9 +53,10 @@ from ansible_collections.thinkus.ops.tests.support.ansible import (
     start_playbook,
 )
 from ansible_collections.thinkus.ops.tests.support.fault_proxy import FaultProxy
+from ansible_collections.thinkus.ops.tests.support.registry import RegistryReader
 from ansible_collections.thinkus.ops.tests.support.vercel_api import VercelAPIServer
-from tools.localenv import _secrets
-from tools.localenv._proc import Context
+from tools.localenv import _secrets, k8s, postgres
+from tools.localenv._proc import Context, stop, tracked_pid
 
 pytestmark = [pytest.mark.localenv, pytest.mark.slow, pytest.mark.faults]
 
@@ -388,63 +399,117 @@ def test_vercel_answering_5xx_in_the_middle_of_the_uploads_and_a_rerun_uploads_o
 # ------------------------------------------------------------------ S3: 5xx, or down, in the middle of a backup
 
 BACKUP_PLAYBOOK = """---
-- name: Back up PostgreSQL, then prune
+- name: Back up PostgreSQL, prune, or verify the newest backup (faults_action)
   hosts: localhost
   gather_facts: false
+  module_defaults:
+    group/thinkus.ops.backup:
+      bucket: "{{ backup_s3_bucket }}"
+      prefix: "{{ faults_prefix }}"
+      endpoint_url: "{{ backup_s3_endpoint_url }}"
+      access_key: "{{ backup_s3_access_key }}"
+      secret_key: "{{ backup_s3_secret_key }}"
+  vars:
+    faults_postgres: &postgres
+      postgres_host: "{{ backup_postgres_host }}"
+      postgres_port: "{{ backup_postgres_port }}"
+      postgres_user: "{{ backup_postgres_user }}"
+      postgres_password: "{{ backup_postgres_password }}"
+      postgres_database: "{{ faults_database }}"
   tasks:
     - name: Take a backup
       thinkus.ops.backup_run:
+        <<: *postgres
         kind: full
-        bucket: "{{ backup_s3_bucket }}"
-        prefix: "{{ faults_prefix }}"
         endpoint_url: "{{ faults_s3_endpoint }}"
-        access_key: "{{ backup_s3_access_key }}"
-        secret_key: "{{ backup_s3_secret_key }}"
-        postgres_host: "{{ backup_postgres_host }}"
-        postgres_port: "{{ backup_postgres_port }}"
-        postgres_user: "{{ backup_postgres_user }}"
-        postgres_password: "{{ backup_postgres_password }}"
-        postgres_database: "{{ faults_database }}"
-      when: not (faults_prune_only | default(false))
+      when: faults_action | default('backup') == 'backup'
 
     - name: Prune backups
       thinkus.ops.backup_prune:
-        bucket: "{{ backup_s3_bucket }}"
-        prefix: "{{ faults_prefix }}"
-        endpoint_url: "{{ backup_s3_endpoint_url }}"
-        access_key: "{{ backup_s3_access_key }}"
-        secret_key: "{{ backup_s3_secret_key }}"
         retention_days: {full: 0.00001, hourly: 0.00001, redis: 0.00001}
         incomplete_grace_hours: 0
       register: __prune
-      when: faults_prune_only | default(false)
+      when: faults_action | default('backup') == 'prune'
+
+    - name: Restore and verify
+      thinkus.ops.restore_verify:
+        <<: *postgres
+        kind: full
+      when: faults_action | default('backup') == 'verify'
 """
 
 
+@dataclass
+class BackupCase:
+    """One backup fault case: a scratch database, a prefix of its own in the local bucket, the
+    playbook, and a client of the local S3 itself (not through a proxy) to assert on."""
+
+    database: str
+    creds: dict[str, str]
+    prefix: str
+    playbook: Path
+    s3: Any
+    bucket: str = "thinkus-backups"
+
+    def vars(self, s3_endpoint: str = "http://127.0.0.1:19000", action: str = "backup") -> dict[str, Any]:
+        return {
+            "faults_prefix": self.prefix,
+            "faults_database": self.database,
+            "faults_s3_endpoint": s3_endpoint,
+            "faults_action": action,
+        }
+
+    def objects(self) -> list[str]:
+        return s3_keys(self.s3, self.bucket, self.prefix + "/")
+
+    def complete_backups(self) -> list[str]:
+        return assert_every_manifest_has_its_objects(self.s3, self.bucket, self.prefix + "/")
+
+    def connect(self, dbname: str | None = None) -> Any:
+        return psycopg2.connect(
+            dbname=dbname or self.database,
+            user=self.creds["postgres_user"],
+            password=self.creds["postgres_password"],
+            host="127.0.0.1",
+            port=15432,
+        )
+
+
 @pytest.fixture
-def scratch_database() -> Iterator[tuple[str, dict[str, str]]]:
-    """A small database in the shared PostgreSQL (created and dropped here; the server is never touched)."""
+def backup_case(tmp_path: Path) -> Iterator[BackupCase]:
+    """A small database in the shared PostgreSQL and a bucket prefix, both removed afterwards."""
     creds = _secrets.load(Context())
-    name = f"thinkus_faults_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(
-        dbname="thinkus", user=creds["postgres_user"], password=creds["postgres_password"], host="127.0.0.1", port=15432
+    s3 = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:19000",
+        region_name="us-east-1",
+        aws_access_key_id=creds["s3_access_key"],
+        aws_secret_access_key=creds["s3_secret_key"],
     )
+    playbook = tmp_path / "backup.yml"
+    playbook.write_text(BACKUP_PLAYBOOK)
+    suffix = uuid.uuid4().hex[:8]
+    case = BackupCase(f"thinkus_faults_{suffix}", creds, f"test-faults/{suffix}", playbook, s3)
+    admin = case.connect("thinkus")
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn = psycopg2.connect(
-        dbname=name, user=creds["postgres_user"], password=creds["postgres_password"], host="127.0.0.1", port=15432
-    )
+        cur.execute(f'CREATE DATABASE "{case.database}"')
+    admin.close()
+    conn = case.connect()
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL)")
         cur.execute("INSERT INTO orders (customer) SELECT 'c-' || i FROM generate_series(1, 500) i")
     conn.close()
     try:
-        yield name, creds
+        yield case
     finally:
+        for key in case.objects():
+            s3.delete_object(Bucket=case.bucket, Key=key)
+        admin = case.connect("thinkus")  # a new session: a case may have restarted the server
+        admin.autocommit = True
         with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'DROP DATABASE IF EXISTS "{case.database}" WITH (FORCE)')
         admin.close()
 
 
@@ -471,58 +536,262 @@ def assert_every_manifest_has_its_objects(s3: Any, bucket: str, prefix: str) -> 
 
 @pytest.mark.parametrize("mode", ["5xx", "down"])
 def test_s3_failing_in_the_middle_of_a_backup_upload_leaves_no_manifest_without_its_objects(
-    scratch_database: tuple[str, dict[str, str]], mode: str, tmp_path: Path, fault_report: Callable[..., None]
+    backup_case: BackupCase, mode: str, fault_report: Callable[..., None]
 ) -> None:
-    database, creds = scratch_database
-    prefix = f"test-faults/{uuid.uuid4().hex[:8]}"
-    bucket = "thinkus-backups"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url="http://127.0.0.1:19000",
-        region_name="us-east-1",
-        aws_access_key_id=creds["s3_access_key"],
-        aws_secret_access_key=creds["s3_secret_key"],
-    )
-    playbook = tmp_path / "backup.yml"
-    playbook.write_text(BACKUP_PLAYBOOK)
-    try:
-        with FaultProxy("127.0.0.1", 19000) as proxy:
-            extra = {"faults_prefix": prefix, "faults_database": database, "faults_s3_endpoint": proxy.url}
-            good = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
-            assert good.rc == 0, good.output[-3000:]
-            first = assert_every_manifest_has_its_objects(s3, bucket, prefix + "/")
-            assert len(first) == 1
+    case, creds = backup_case, backup_case.creds
+    playbook = case.playbook
+    with FaultProxy("127.0.0.1", 19000) as proxy:
+        extra = case.vars(s3_endpoint=proxy.url)
+        good = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
+        assert good.rc == 0, good.output[-3000:]
+        first = case.complete_backups()
+        assert len(first) == 1
 
-            # The dump's upload goes through; from the next PUT on (the manifest) S3 fails.
-            if mode == "5xx":
-                proxy.fail(500, method="PUT", skip=1)
-            else:
-                proxy.go_down(skip=1 + 1)  # a HEAD/PUT or two in, everything is refused
-            broken = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
-            assert broken.rc != 0
-            assert creds["s3_secret_key"] not in broken.output
-            assert creds["postgres_password"] not in broken.output
-            assert [r for r in proxy.log if r["status"] in (500, None)], proxy.log
-            complete = assert_every_manifest_has_its_objects(s3, bucket, prefix + "/")
-            assert complete == first  # no new manifest; the good one is whole
-            leftovers = [k for k in s3_keys(s3, bucket, prefix + "/") if not k.startswith(tuple(first))]
-            left = f"{len(leftovers)} object(s) without a manifest, the previous backup whole"
+        # The dump's upload goes through; from the next PUT on (the manifest) S3 fails.
+        if mode == "5xx":
+            proxy.fail(500, method="PUT", skip=1)
+        else:
+            proxy.go_down(skip=1 + 1)  # a HEAD/PUT or two in, everything is refused
+        broken = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
+        assert broken.rc != 0
+        assert creds["s3_secret_key"] not in broken.output
+        assert creds["postgres_password"] not in broken.output
+        assert [r for r in proxy.log if r["status"] in (500, None)], proxy.log
+        complete = case.complete_backups()
+        assert complete == first  # no new manifest; the good one is whole
+        leftovers = [k for k in case.objects() if not k.startswith(tuple(first))]
+        left = f"{len(leftovers)} object(s) without a manifest, the previous backup whole"
 
-            # The pruner, even with a retention of a second, keeps the newest complete backup.
-            pruned = run_playbook(playbook, extra_vars={**extra, "faults_prune_only": True}, inventory=INVENTORY)
-            assert pruned.rc == 0, pruned.output[-3000:]
-            assert assert_every_manifest_has_its_objects(s3, bucket, prefix + "/") == first
+        # The pruner, even with a retention of a second, keeps the newest complete backup.
+        pruned = run_playbook(playbook, extra_vars=case.vars(proxy.url, "prune"), inventory=INVENTORY)
+        assert pruned.rc == 0, pruned.output[-3000:]
+        assert case.complete_backups() == first
 
-            proxy.heal()
-            started = time.monotonic()
-            again = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
-            usable_after = time.monotonic() - started
-            assert again.rc == 0, again.output[-3000:]
-            after = assert_every_manifest_has_its_objects(s3, bucket, prefix + "/")
-            assert len(after) == 2 and after[0] == first[0]
-    finally:
-        for key in s3_keys(s3, bucket, prefix + "/"):
-            s3.delete_object(Bucket=bucket, Key=key)
+        proxy.heal()
+        started = time.monotonic()
+        again = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY)
+        usable_after = time.monotonic() - started
+        assert again.rc == 0, again.output[-3000:]
+        after = case.complete_backups()
+        assert len(after) == 2 and after[0] == first[0]
     fault_report(
         f"S3 {'answering 5xx' if mode == '5xx' else 'down'} in the middle of a backup upload", left, usable_after
     )
+
+
+# ------------------------------------------------------------------ the API server restarted mid-deploy
+
+
+def restart_apiserver(down_for: float) -> float:
+    """Stop the local kube-apiserver, keep it down ``down_for`` s, start the control plane again
+    (whatever of it is not running); returns how long the API server did not answer."""
+    ctx = Context()
+    started = time.monotonic()
+    stop(ctx, k8s.APISERVER)
+    time.sleep(down_for)
+    k8s.up(ctx)
+    return time.monotonic() - started
+
+
+def test_the_api_server_restarted_during_apply_and_the_rerun_converges(
+    api: client.ApiClient, namespace: str, fault_report: Callable[..., None]
+) -> None:
+    assert deploy(namespace).rc == 0
+    release = {"thinkus.test/release": "v2"}
+    run = start_deploy(namespace, k8s_deploy_pod_labels=release)
+    try:
+        run.wait_for(APPLY_TASK, timeout=120)
+        fault_at = time.monotonic()
+        outage = restart_apiserver(down_for=5)
+        rc = run.finish(timeout=300)
+    finally:
+        k8s.up(Context())  # the control plane whole again, whatever happened above
+        run.close()
+    # The run either completed or failed naming the API server; never a half-told story.
+    if rc != 0:
+        assert "Kubernetes API server" in run.output, run.output[-4000:]
+    left = f"run {'completed' if rc == 0 else 'failed naming the API server'}; " + describe(api, namespace)
+
+    result = deploy(namespace, json_output=True, k8s_deploy_pod_labels=release)
+    usable_after = time.monotonic() - fault_at
+    assert result.rc == 0, result.output[-4000:]
+    assert_settled(api, namespace, release)
+    fault_report(f"kube-apiserver restarted during apply (down {outage:.0f} s)", left, usable_after)
+
+
+def test_the_api_server_restarted_during_the_rollout_wait_and_the_wait_goes_on(
+    api: client.ApiClient, namespace: str, fault_report: Callable[..., None]
+) -> None:
+    assert deploy(namespace).rc == 0
+    release = {"thinkus.test/release": "v2"}
+    ctx = Context()
+    # Without a scheduler the new pods stay Pending: the rollout cannot finish before the restart.
+    stop(ctx, k8s.SCHEDULER)
+    run = start_deploy(namespace, k8s_deploy_pod_labels=release, k8s_deploy_rollout_timeout=180)
+    try:
+        run.wait_for(WAIT_TASK, timeout=120)
+        time.sleep(3)  # the wait is polling
+        assert run.proc.poll() is None, run.output[-4000:]
+        fault_at = time.monotonic()
+        outage = restart_apiserver(down_for=5)  # brings the scheduler back too
+        rc = run.finish(timeout=300)
+    finally:
+        k8s.up(ctx)
+        run.close()
+    usable_after = time.monotonic() - fault_at
+    # The wait outlived the outage: the rollout finished and the run succeeded, saying what it saw.
+    assert rc == 0, run.output[-4000:]
+    assert "cannot reach the Kubernetes API server" in run.output, run.output[-4000:]
+    assert_settled(api, namespace, release)
+    fault_report(
+        f"kube-apiserver restarted during the rollout wait (down {outage:.0f} s)",
+        "nothing: the wait went on and the run completed",
+        usable_after,
+    )
+
+
+# ------------------------------------------------------------------ the registry failing in the middle of a push
+
+REGISTRY = "127.0.0.1:5000"
+BUILD_PLAYBOOK = """---
+- name: Build and push
+  hosts: thinkus
+  gather_facts: false
+  roles:
+    - role: thinkus.ops.docker_build
+"""
+
+
+@pytest.mark.parametrize("mode", ["5xx", "down"])
+def test_the_registry_failing_in_the_middle_of_a_push_leaves_no_tag_without_its_blobs(
+    mode: str, tmp_path: Path, fault_report: Callable[..., None]
+) -> None:
+    creds = _secrets.load(Context())
+    view = RegistryReader(REGISTRY, creds["registry_username"], creds["registry_password"])
+    assert view.answers(), "the local registry does not answer (make local-up)"
+    sources = tmp_path / "services"
+    shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "services", sources)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "sample services"]):
+        subprocess.run(
+            ["git", "-C", str(sources), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], check=True
+        )
+    repo = f"thinkus-test-faults/push-{uuid.uuid4().hex[:8]}/worker"
+    playbook = tmp_path / "build.yml"
+    playbook.write_text(BUILD_PLAYBOOK)
+    try:
+        with FaultProxy("127.0.0.1", 5000) as proxy:
+            registry = proxy.url.removeprefix("http://")
+            extra = {
+                "docker_build_registry": registry,
+                "docker_build_services": [
+                    {
+                        "name": "worker",
+                        "repository": repo,
+                        "template": "python",
+                        "ports": [8001],
+                        "command": ["python", "-m", "worker"],
+                    }
+                ],
+                "docker_build_source_dir": str(sources),
+                "docker_build_artifacts_dir": str(tmp_path / "artifacts"),
+                "docker_build_compose_enabled": False,
+            }
+            if mode == "5xx":
+                # the first tag's manifest goes through, then every manifest PUT answers 503
+                proxy.fail(503, method="PUT", path=r"/manifests/", skip=1)
+            else:
+                # in the middle of the blob uploads the registry goes away (connections dropped)
+                proxy.go_down(method="PATCH", path=r"/blobs/uploads/", skip=1)
+            broken = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY, timeout=900)
+            assert broken.rc != 0, broken.output[-4000:]
+            assert creds["registry_password"] not in broken.output
+            assert [r for r in proxy.log if r["status"] in (503, None)], proxy.log
+            pushed = view.tags(repo)
+            for tag in pushed:  # whatever tag exists points at a whole image
+                assert view.missing_blobs(repo, tag) == [], (tag, broken.output[-3000:])
+            left = f"{len(pushed)} of 4 tags pushed (each with all its blobs)"
+
+            proxy.heal()
+            started = time.monotonic()
+            again = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY, json_output=True, timeout=900)
+            usable_after = time.monotonic() - started
+            assert again.rc == 0, again.output[-4000:]
+            assert again.stats["localhost"]["changed"] >= 1  # it pushed what was missing
+            tags = view.tags(repo)
+            assert len(tags) == 4, tags  # revision, short revision, environment, latest
+            digests = {view.digest(repo, tag) for tag in tags}
+            assert len(digests) == 1, digests
+            assert view.missing_blobs(repo, tags[0]) == []
+            results = json.loads((tmp_path / "artifacts" / "docker_build_results.json").read_text())
+            assert results["images"]["worker"] == f"{registry}/{repo}@{digests.pop()}"
+    finally:
+        view.delete_repo(repo)
+        engine = docker.from_env()
+        for image in engine.images.list():
+            if any(repo in tag for tag in image.tags):
+                engine.images.remove(image.id, force=True)
+    fault_report(f"registry {'answering 5xx' if mode == '5xx' else 'down'} in the middle of a push", left, usable_after)
+
+
+# ------------------------------------------------------------------ PostgreSQL restarted during a dump
+
+
+def restart_postgres_fast() -> None:
+    """A fast shutdown (what a restart by the service manager or a failover does to sessions),
+    then the same PostgreSQL started again."""
+    ctx = Context()
+    pid = tracked_pid(ctx, postgres.NAME)
+    assert pid, "the local PostgreSQL is not running (make local-up)"
+    os.kill(pid, signal.SIGINT)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, what="PostgreSQL to stop")
+    postgres.up(ctx)
+
+
+def test_postgres_restarted_during_a_dump_fails_the_backup_and_leaves_nothing_to_restore(
+    backup_case: BackupCase, fault_report: Callable[..., None]
+) -> None:
+    case, creds = backup_case, backup_case.creds
+    # A session holds the table: the dump starts and then waits for it, so the restart lands mid-dump.
+    holder = case.connect()
+    holder.cursor().execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+    run = start_playbook(case.playbook, extra_vars=case.vars(), inventory=INVENTORY)
+    try:
+        watcher = case.connect()
+        watcher.autocommit = True
+
+        def dump_waiting() -> bool:
+            with watcher.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                    (case.database,),
+                )
+                return cur.fetchone()[0] > 0
+
+        wait_until(dump_waiting, timeout=120, what="the dump to start (and wait for the locked table)")
+        watcher.close()
+        fault_at = time.monotonic()
+        restart_postgres_fast()
+        rc = run.finish(timeout=300)
+    finally:
+        with contextlib.suppress(Exception):
+            holder.close()
+        run.close()
+    output = run.output
+    assert rc != 0, output[-4000:]
+    assert "failed during the dump" in output or "pg_dump failed" in output, output[-4000:]
+    causes = ("terminating connection", "server closed the connection", "connection to server")
+    assert any(cause in output for cause in causes), output[-4000:]
+    assert creds["postgres_password"] not in output
+    assert case.objects() == []  # the dump failed before any upload
+    left = "nothing in the bucket, no manifest"
+    nothing = run_playbook(case.playbook, extra_vars=case.vars(action="verify"), inventory=INVENTORY)
+    assert nothing.rc != 0  # restore_verify finds no backup to take for a good one
+    assert creds["postgres_password"] not in nothing.output
+
+    again = run_playbook(case.playbook, extra_vars=case.vars(), inventory=INVENTORY)
+    assert again.rc == 0, again.output[-4000:]
+    usable_after = time.monotonic() - fault_at
+    proven = run_playbook(case.playbook, extra_vars=case.vars(action="verify"), inventory=INVENTORY, json_output=True)
+    assert proven.rc == 0, proven.output[-4000:]
+    assert proven.task("Restore and verify")["report"]["failed_checks"] == []
+    fault_report("PostgreSQL restarted (fast shutdown) during a dump", left, usable_after)

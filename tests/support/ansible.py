@@ -234,6 +234,12 @@ class RunningPlaybook:
         while self.group_alive() and time.monotonic() < deadline:
             time.sleep(0.1)  # orphaned children are reaped by init
 
+    def finish(self, timeout: float = 600) -> int:
+        """Wait for the run to end by itself; returns its exit code (output complete)."""
+        rc = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return rc
+
     def close(self) -> None:
         if self.vars_file and os.path.exists(self.vars_file):
             os.unlink(self.vars_file)

@@ -57,9 +57,23 @@ class FaultProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _handle(self) -> None:
+            def _body(self) -> bytes | None:
+                """The request body, de-chunked (Docker streams blob uploads chunked)."""
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                return self.rfile.read(length) if length else None
+
+            def _handle(self) -> None:
+                body = self._body()
                 rule = proxy._take(self.command, self.path)
                 if rule is not None and rule.status is None:
                     proxy._record(self.command, self.path, None)
@@ -76,6 +90,9 @@ class FaultProxy:
                     proxy._record(self.command, self.path, rule.status)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                if body is not None:
+                    headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+                    headers["Content-Length"] = str(len(body))
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
                     conn.request(self.command, self.path, body=body, headers=headers)
@@ -93,7 +110,7 @@ class FaultProxy:
                     self.wfile.write(data)
                 proxy._record(self.command, self.path, answer.status)
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -52,6 +52,7 @@ from tools.localenv._proc import (
     LocalEnvError,
     http_status,
     require_binary,
+    run,
     say,
     spawn,
     stop,
@@ -105,7 +106,6 @@ def _ipam_dir(ctx: Context) -> Path:
 def build(ctx: Context) -> dict[str, Path]:
     """kubelet and kube-proxy (with the control plane), CoreDNS and the pause binary."""
     go = k8s._go()
-    bins = k8s.build(ctx)
     coredns = k8s._Module(
         COREDNS_MODULE,
         "coredns",
@@ -114,6 +114,23 @@ def build(ctx: Context) -> dict[str, Path]:
     )
     pause = k8s._Module(PAUSE_MODULE, "pause", "local", {"pause": "."})
     k8s._announce_cold_build(ctx, go, (coredns, pause))
+    # CoreDNS's modules download while Kubernetes compiles (network beside CPU); the
+    # build below then finds them in the module cache.
+    prefetch = None
+    go_version = run([go, "env", "GOVERSION"], env=k8s._go_env(ctx), quiet=True).stdout.decode().strip()
+    if not k8s._is_built(ctx, coredns, go_version):
+        prefetch = subprocess.Popen(
+            [go, "mod", "download"],
+            cwd=COREDNS_MODULE,
+            env={**os.environ, **k8s._go_env(ctx)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        bins = k8s.build(ctx)
+    finally:
+        if prefetch is not None:
+            prefetch.wait()  # a failed prefetch is repeated, with its errors, by the build
     for mod in (coredns, pause):
         bins.update(k8s._build_module(ctx, go, mod))
     return bins
