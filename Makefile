@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?=
 
-.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows sanity unit integration faults molecule demo build package clean local-up local-down local-reset local-status
+.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme sanity unit integration faults molecule demo build package clean local-up local-down local-reset local-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ test: setup ## the whole suite: lint, sanity, unit, integration, molecule
 	@tools/test.sh
 
 lint: setup ## yamllint, ansible-lint (production profile), ruff, argument specs, changelog, shellcheck, actionlint
-	@$(MAKE) --no-print-directory -k lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows
+	@$(MAKE) --no-print-directory -k lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme
 
 lint-yaml:
 	yamllint --strict .
@@ -36,6 +36,8 @@ lint-shell:
 	shellcheck tools/*.sh .ci/run
 lint-workflows:
 	actionlint .github/workflows/*.yml examples/app-repository/.github/workflows/*.yml
+lint-readme:
+	python -m tools.measurements check
 
 sanity: setup ## ansible-test sanity on this machine's Python, no ignore files
 	tools/sanity.sh

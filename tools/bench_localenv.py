@@ -17,6 +17,7 @@ children, and the real node's pods (an upper bound: shared pages count once per 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from kubernetes import client, config  # noqa: E402
 
 PY = sys.executable
+RECORD = ROOT / ".local" / "artifacts" / "bench-localenv.json"
 
 
 def localenv(*args: str, env: dict[str, str] | None = None) -> float:
@@ -161,6 +163,11 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="also measure a cold bring-up (slow)")
     parser.add_argument("--runs", type=int, default=5, help="Deployments to time")
     parser.add_argument("--memory-only", action="store_true", help="only the resident memory of what runs now")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help=f"also write the rows to {RECORD.relative_to(ROOT)} (python -m tools.measurements record)",
+    )
     args = parser.parse_args()
 
     results: dict[str, str] = {}
@@ -190,6 +197,10 @@ def main() -> int:
     )
     for key, value in results.items():
         print(f"{key:<45} {value}")
+    if args.record:
+        RECORD.parent.mkdir(parents=True, exist_ok=True)
+        RECORD.write_text(json.dumps({"rows": results, "cold": args.cold}, indent=2) + "\n")
+        print(f"recorded in {RECORD.relative_to(ROOT)}: python -m tools.measurements record")
     return 0
 
 

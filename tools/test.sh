@@ -12,6 +12,7 @@ stages=${STAGES:-$all_stages}
 passed=0
 failed=0
 failed_names=()
+timings=()  # "name": seconds, for .local/artifacts/test-stages.json
 t_start=$(date +%s)
 
 run_stage() {
@@ -30,6 +31,7 @@ run_stage() {
     failed=$((failed + 1))
     failed_names+=("$name")
   fi
+  timings+=("\"$name\": $((t1 - t0))")
 }
 
 for stage in $stages; do
@@ -63,6 +65,14 @@ if [ -n "${started_env:-}" ] && [ -z "${KEEP_LOCAL:-}" ]; then
   .venv/bin/python -m tools.localenv down --session .local/test-session || true
 fi
 
-echo "make test finished in $(($(date +%s) - t_start))s${failed_names[*]:+; failed: ${failed_names[*]}}"
+total=$(($(date +%s) - t_start))
+echo "make test finished in ${total}s${failed_names[*]:+; failed: ${failed_names[*]}}"
+# Stage times for the README's measured numbers (python -m tools.measurements record).
+mkdir -p .local/artifacts
+{
+  printf '{"stages": {'
+  (IFS=,; printf '%s' "${timings[*]}")
+  printf '}, "total": %d, "failed": %d}\n' "$total" "$failed"
+} > .local/artifacts/test-stages.json
 echo "stages: ${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

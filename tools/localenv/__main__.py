@@ -59,11 +59,14 @@ class Prebuild:
         self.error: BaseException | None = None
         self.started = time.monotonic()
 
+        self.seconds = 0.0
+
         def work() -> None:
             try:
                 build(ctx)
             except BaseException as exc:  # re-raised in the main thread by join()
                 self.error = exc
+            self.seconds = time.monotonic() - self.started
 
         self.thread = threading.Thread(target=work, name="go-builds", daemon=True)
         self.thread.start()
@@ -96,6 +99,7 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
     total = time.monotonic()
     selected = _select(names)
     prebuild = Prebuild.start(ctx, selected)
+    took: dict[str, float] = {}
     for comp in selected:
         if comp in (k8s, node) and prebuild:
             prebuild.join()
@@ -106,9 +110,17 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
         if session and not was_up:
             with session.open("a") as fh:
                 fh.write(comp.NAME + "\n")
-        say(f"{comp.NAME}: up in {time.monotonic() - t0:.1f}s")
+        took[comp.NAME] = round(time.monotonic() - t0, 1)
+        say(f"{comp.NAME}: up in {took[comp.NAME]:.1f}s")
         endpoints_file.write_text("---\n" + yaml.safe_dump(endpoints, sort_keys=True))
-    say(f"all up in {time.monotonic() - total:.1f}s; endpoints in {endpoints_file}")
+    took["total"] = round(time.monotonic() - total, 1)
+    if prebuild:
+        took["go builds"] = round(prebuild.seconds, 1)
+    # The time of each component, for the README's measured numbers (python -m tools.measurements).
+    artifacts = ctx.state_dir / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "local-up.json").write_text(json.dumps(took, indent=2) + "\n")
+    say(f"all up in {took['total']:.1f}s; endpoints in {endpoints_file}")
 
 
 def cmd_down(ctx: Context, names: list[str], session: Path | None = None) -> None:

@@ -1,0 +1,46 @@
+"""tools/measurements.py: the README's numbers come from recorded runs, never from typing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tools import measurements
+
+LOG = """setup: ok (ansible [core 2.19.14])
+local-env: docker: up in 2.0s
+local-env: base-images: up in 91.4s
+local-env: kubernetes: up in 901.3s
+local-env: node: up in 380.0s
+local-env: all up in 1380.2s; endpoints in .local/endpoints.yml
+ci: make demo finished after 1512s
+==> [lint] 02:40:00 started
+<== [lint] ok in 41s
+<== [integration] ok in 1422s
+<== [faults] ok in 298s
+local-env: kubernetes: up in 1.1s
+ci: make demo + make test finished in 3500s
+"""
+
+
+def test_a_ci_log_becomes_a_record_and_a_readme_row() -> None:
+    run = measurements.parse_log(LOG, "cold", "abc1234", "2026-12-02")
+    assert run["demo"] == 1512 and run["test"] == 3500 - 1512 and run["total"] == 3500
+    assert run["local_up"] == {"docker": 2.0, "base-images": 91.4, "kubernetes": 901.3, "node": 380.0, "total": 1380.2}
+    assert run["stages"] == {"lint": 41, "integration": 1422, "faults": 298}
+    text = measurements.table({"ci_run": {"cold": run}})
+    assert "brand-new machine" in text
+    assert "total 58 min 20 s" in text and "integration 1422 s" in text and "commit abc1234, 2026-12-02" in text
+
+
+def test_an_unfinished_run_is_refused() -> None:
+    with pytest.raises(SystemExit, match=r"not a complete, passing \.ci/run"):
+        measurements.parse_log(LOG.split("ci: make demo + make test")[0], "cold", "abc1234", "2026-12-02")
+
+
+def test_the_readme_block_is_replaced_and_nothing_else() -> None:
+    readme = f"intro\n{measurements.BEGIN}\nold typed numbers\n{measurements.END}\noutro\n"
+    bench = {"rows": {"warm bring-up": "14.7 s"}, "commit": "c0ffee0", "finished": "2026-12-02"}
+    out = measurements.render_readme(readme, {"bench_localenv": bench})
+    assert out.startswith("intro\n") and out.endswith("\noutro\n")
+    assert "old typed numbers" not in out
+    assert "| warm bring-up | 14.7 s - commit c0ffee0, 2026-12-02 |" in out
