@@ -423,3 +423,9 @@ def object_diff(ref: ObjectRef, before: dict[str, Any] | None, after: dict[str, 
         "before": to_yaml(before),
         "after": to_yaml(after),
     }
+
+
+def is_transient(exc: K8sError) -> bool:
+    """Whether a failed request may succeed if tried again: no answer at all, or the API server
+    busy or starting (429, 5xx). Refusals (4xx) and local errors are final."""
+    return isinstance(exc, K8sUnreachable) or exc.status in (429, 500, 502, 503, 504)

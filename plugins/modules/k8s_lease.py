@@ -77,6 +77,8 @@ options:
   wait_timeout:
     description:
       - Seconds to wait for a Lease another holder has, before failing. V(0) fails at once.
+      - With O(state=released), how long to keep trying to give the Lease back while the API server does
+        not answer or answers 429/5xx (restarting); past that, the Lease lapses after its duration anyway.
     type: int
     default: 300
   poll_interval:
@@ -144,7 +146,13 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, ObjectRef, k8s_argument_spec
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s import (
+    K8sClient,
+    K8sError,
+    ObjectRef,
+    is_transient,
+    k8s_argument_spec,
+)
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import UTC, LeaseState, lease_body
 
 
@@ -209,6 +217,23 @@ def acquire(module: AnsibleModule, client: K8sClient, ref: ObjectRef) -> dict[st
 
 
 def release(module: AnsibleModule, client: K8sClient, ref: ObjectRef) -> dict[str, Any]:
+    """Give the lock back; while the API server does not answer (restarting), keep trying for
+    up to wait_timeout seconds, so the next deploy need not wait for the Lease to lapse."""
+    deadline = time.monotonic() + module.params["wait_timeout"]
+    warned = False
+    while True:
+        try:
+            return release_once(module, client, ref)
+        except K8sError as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            if not warned:
+                module.warn(f"{exc}; trying to give the lock back for up to {module.params['wait_timeout']}s")
+                warned = True
+            time.sleep(min(module.params["poll_interval"], max(deadline - time.monotonic(), 0.05)))
+
+
+def release_once(module: AnsibleModule, client: K8sClient, ref: ObjectRef) -> dict[str, Any]:
     identity = module.params["holder_identity"]
     lease = client.get(ref)
     state = LeaseState.of(lease)

@@ -174,8 +174,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s import (
     K8sClient,
     K8sError,
-    K8sUnreachable,
     ObjectRef,
+    is_transient,
     k8s_argument_spec,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
@@ -200,11 +200,6 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
     template_of,
     warning_events,
 )
-
-
-def transient(exc: K8sError) -> bool:
-    """Whether a failed read may succeed if tried again: no answer, or the server busy or starting."""
-    return isinstance(exc, K8sUnreachable) or exc.status in (429, 500, 502, 503, 504)
 
 
 class Rollout:
@@ -246,7 +241,7 @@ class Rollout:
             try:
                 state = {name: self._progress(name) for name in names}
             except K8sError as exc:
-                if not transient(exc) or time.monotonic() >= deadline:
+                if not is_transient(exc) or time.monotonic() >= deadline:
                     raise
                 self.warn_once(f"{exc}; polling again until the rollout timeout ({timeout:.0f}s)")
                 self.heartbeat()  # a killed run, or a lock past its duration, still stops the wait

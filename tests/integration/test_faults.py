@@ -700,8 +700,9 @@ def test_the_registry_failing_in_the_middle_of_a_push_leaves_no_tag_without_its_
                 # the first tag's manifest goes through, then every manifest PUT answers 503
                 proxy.fail(503, method="PUT", path=r"/manifests/", skip=1)
             else:
-                # in the middle of the blob uploads the registry goes away (connections dropped)
-                proxy.go_down(method="PATCH", path=r"/blobs/uploads/", skip=1)
+                # the layers already in the registry are mounted, the repository is opened; then, at the
+                # first upload of blob data, the registry goes away (connections dropped, retries too)
+                proxy.go_down(method="PATCH", path=r"/blobs/uploads/")
             broken = run_playbook(playbook, extra_vars=extra, inventory=INVENTORY, timeout=900)
             assert broken.rc != 0, broken.output[-4000:]
             assert creds["registry_password"] not in broken.output

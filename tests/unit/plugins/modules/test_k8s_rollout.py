@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sError, K8sUnreachable
-from ansible_collections.thinkus.ops.plugins.modules.k8s_rollout import Rollout, transient
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sError, K8sUnreachable, is_transient
+from ansible_collections.thinkus.ops.plugins.modules.k8s_rollout import Rollout
 
 
 class FakeModule:
@@ -72,5 +72,5 @@ def test_a_refusal_is_not_retried() -> None:
     with pytest.raises(K8sError, match="forbidden"):
         Rollout(FakeModule(), client).wait(["api"], timeout=10)  # type: ignore[arg-type]
     assert client.calls == 1
-    assert not transient(forbidden)
-    assert not transient(K8sError("Deployment thinkus/api does not exist"))
+    assert not is_transient(forbidden)
+    assert not is_transient(K8sError("Deployment thinkus/api does not exist"))
