@@ -52,6 +52,10 @@ class RegistryReader:
         status, headers, _body = self.call("HEAD", f"/v2/{repo}/manifests/{tag}")
         return headers.get("Docker-Content-Digest", "") if status == 200 else ""
 
+    def config_digest(self, repo: str, ref: str) -> str:
+        """The image (config blob) a manifest names: the same image behind two manifests has one."""
+        return json.loads(self.call("GET", f"/v2/{repo}/manifests/{ref}")[2])["config"]["digest"]
+
     def labels(self, repo: str, ref: str) -> dict[str, str]:
         manifest = json.loads(self.call("GET", f"/v2/{repo}/manifests/{ref}")[2])
         blob = self.call("GET", f"/v2/{repo}/blobs/{manifest['config']['digest']}", accept="*/*")[2]
