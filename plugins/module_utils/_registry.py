@@ -86,7 +86,7 @@ def _open(
     """One HTTP(S) request, redirects not followed (HTTPError for every status >= 300)."""
     if not url.startswith(("http://", "https://")):
         raise RegistryError("", None, f"refusing to open {url!r}: not an http(s) URL")
-    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)  # noqa: S310 - checked
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     return _OPENER.open(request, timeout=timeout)
 
 

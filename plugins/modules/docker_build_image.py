@@ -214,7 +214,7 @@ EXAMPLES = r"""
     base_images:
       python:3.12-slim: mirror.example.com/library/python:3.12-slim
     base_image_digests:
-      mirror.example.com/library/python:3.12-slim: sha256:4ac19a6f3c7c7e2a0e7b6e6fdc07f1c2a3a1cbb7e1a8b9d0c4e5f6a7b8c9d0e1
+      mirror.example.com/library/python:3.12-slim: "{{ python_312_slim_digest }}"  # sha256:...
     registry_username: "{{ vault_registry_username }}"
     registry_password: "{{ vault_registry_password }}"
 
@@ -675,7 +675,8 @@ class Builder:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = datetime.timezone.utc  # noqa: UP017 - build hosts may run Python < 3.11
+    return datetime.datetime.now(utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run(module: AnsibleModule) -> dict[str, Any]:

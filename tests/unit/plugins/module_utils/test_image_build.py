@@ -144,8 +144,6 @@ def test_git_revision_outside_git_asks_for_a_revision(tmp_path: Path) -> None:
         helper.git_revision(str(tmp_path))
 
 
-
-
 @pytest.mark.parametrize(
     ("reference", "expected"),
     [

@@ -170,7 +170,7 @@ def test_token_service_refusal_is_reported(fake_registry: str) -> None:
         client.manifest("team/app", "v1")
 
 
-def test_unreachable_registry(tmp_path: Path) -> None:
+def test_unreachable_registry() -> None:
     client = registry.RegistryClient("127.0.0.1:9", USER, PASSWORD, insecure=True, timeout=2)
     with pytest.raises(registry.RegistryError, match="unreachable"):
         client.manifest("team/app", "v1")
@@ -179,8 +179,6 @@ def test_unreachable_registry(tmp_path: Path) -> None:
 def test_only_http_urls_are_opened() -> None:
     with pytest.raises(registry.RegistryError, match="not an http"):
         registry._open("file:///etc/passwd", 1)
-
-
 
 
 @pytest.mark.parametrize("mode", ["basic", "bearer"])
