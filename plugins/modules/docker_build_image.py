@@ -493,6 +493,8 @@ class Builder:
                 try:
                     digest = self._client(host).resolve(repo, tag)
                 except RegistryError as err:
+                    if err.status in (401, 403) and same_registry(host, self.registry_host):
+                        raise  # our registry refuses our credentials: say that, not "base image"
                     raise BuildFailure(
                         "base_image",
                         f"service {self.p['name']!r}: base image {ref}: its digest cannot be resolved ({err}); "

@@ -346,3 +346,23 @@ def test_the_password_is_no_log() -> None:
     spec = mod.argument_spec()
     assert spec["registry_password"]["no_log"] is True
     assert spec["registry_password"]["fallback"][1] == ["THINKUS_REGISTRY_PASSWORD"]
+
+
+def test_our_registry_refusing_the_credentials_for_a_base_image_is_a_registry_error(
+    world: Any, service: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, _engines = world
+
+    def refuse(repo: str, ref: str) -> str:
+        raise _registry.RegistryError(REGISTRY, 401, f"registry {REGISTRY} rejected the credentials of user 'ci'")
+
+    original = registry.client
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        made = original(*args, **kwargs)
+        made.resolve = refuse
+        return made
+
+    monkeypatch.setattr(mod, "RegistryClient", client)
+    with pytest.raises(_registry.RegistryError, match="rejected the credentials of user 'ci'"):
+        run(service, check_mode=True)
