@@ -185,9 +185,7 @@ requirements:
   - git on the build host, unless O(revision) is set
 notes:
   - The Docker engine needs API 1.41 or later; the buildx plugin is not needed.
-seealso:
-  - role: thinkus.ops.docker_build
-    description: Builds every service of the platform with this module.
+  - The role C(thinkus.ops.docker_build) builds every service of the platform with this module.
 """
 
 EXAMPLES = r"""
