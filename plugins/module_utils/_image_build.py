@@ -18,8 +18,12 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only (the module may run on an older Python)
+    from collections.abc import Callable
+
+    Runner = Callable[[list[str]], tuple[int, str, str]]
 
 try:
     from docker.utils.build import exclude_paths
@@ -32,8 +36,6 @@ except ImportError:  # pragma: no cover - reported by the module
 HASH_SCHEME = "thinkus-build-v2"
 INJECTED_DOCKERFILE = ".thinkus-build.Dockerfile"
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-Runner = Callable[[list[str]], tuple[int, str, str]]
 
 
 class BuildFailure(Exception):

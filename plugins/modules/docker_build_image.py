@@ -689,13 +689,18 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         pushed_tags=plan["missing_tags"] if p["push"] and plan["actions"] else [],
         digest=plan["remote"][0] if plan["remote"] else "", image_id=plan["local"],
     )  # fmt: skip
-    if module._diff:
-        after = {"inputs_hash": plan["hash"], "tags": plan["tags"]}
-        result["diff"] = dict(before=plan["before"], after=after)
     if plan["actions"] and not module.check_mode:  # the only place that changes anything
         done = builder.apply(plan)
         result["digest"] = done["digest"] or result["digest"]
         result["image_id"] = done["image_id"] or result["image_id"]
+    if module._diff:
+        # after: the digest once known (up to date, tags added, or pushed by this run)
+        after = {"inputs_hash": plan["hash"], "tags": plan["tags"]}
+        if result["digest"]:
+            after = {"digest": result["digest"], **after}
+        elif not p["push"] and result["image_id"]:
+            after = {"image_id": result["image_id"], **after}
+        result["diff"] = dict(before=plan["before"], after=after)
     result["reference"] = f"{p['repository']}@{result['digest']}" if result["digest"] else ""
     result["changed"] = bool(plan["actions"])
     return result

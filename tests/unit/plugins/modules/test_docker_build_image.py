@@ -73,11 +73,11 @@ class FakeRegistry:
 
 
 class FakeEngine:
-    """The APIClient calls the module makes; ``images`` maps reference -> image ID."""
+    """The APIClient calls the module makes; ``refs`` maps reference -> image ID."""
 
     def __init__(self, registry: FakeRegistry) -> None:
         self.registry = registry
-        self.images: dict[str, str] = {}
+        self.refs: dict[str, str] = {}
         self.labels: dict[str, dict[str, str]] = {}
         self.calls: list[tuple[str, Any]] = []
         self.dockerfile = ""
@@ -86,18 +86,18 @@ class FakeEngine:
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
         self.calls.append(("inspect_image", ref))
-        if ref not in self.images:
+        if ref not in self.refs:
             raise mod.docker.errors.ImageNotFound(ref)
-        return {"Id": self.images[ref]}
+        return {"Id": self.refs[ref]}
 
-    def images_(self, filters: dict[str, str]) -> list[dict[str, str]]:
+    def images(self, filters: dict[str, str]) -> list[dict[str, str]]:
         self.calls.append(("images", filters))
         key, _sep, value = filters["label"].partition("=")
         return [{"Id": i} for i, labels in self.labels.items() if labels.get(key) == value]
 
     def pull(self, name: str, tag: str, **kwargs: Any) -> list[dict[str, Any]]:
         self.calls.append(("pull", f"{name}@{tag}"))
-        self.images[f"{name}@{tag}"] = "sha256:base"
+        self.refs[f"{name}@{tag}"] = "sha256:base"
         return [{"status": "Downloaded"}]
 
     def build(self, fileobj: Any, labels: dict[str, str], tag: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -111,17 +111,17 @@ class FakeEngine:
         self.calls.append(("build", tag))
         image = "sha256:" + hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()
         self.labels[image] = labels
-        self.images[tag] = image
+        self.refs[tag] = image
         return [{"stream": "Step 1/2 : FROM x\n"}, {"aux": {"ID": image}}]
 
     def tag(self, image: str, repository: str, tag: str, force: bool) -> None:
         self.calls.append(("tag", f"{repository}:{tag}"))
-        self.images[f"{repository}:{tag}"] = image
+        self.refs[f"{repository}:{tag}"] = image
 
     def push(self, repository: str, tag: str, auth_config: Any, **kwargs: Any) -> list[dict[str, Any]]:
         self.calls.append(("push", f"{repository}:{tag}"))
         assert auth_config == {"username": "ci", "password": "s3cret"}
-        image = self.images[f"{repository}:{tag}"]
+        image = self.refs[f"{repository}:{tag}"]
         repo = repository.split("/", 1)[1]
         digest = self.registry.store(repo, [tag], self.labels[image][_registry.HASH_LABEL])
         return [{"status": "Pushed"}, {"aux": {"Tag": tag, "Digest": digest}}]
@@ -188,17 +188,6 @@ def mutations(engine: FakeEngine) -> list[tuple[str, Any]]:
     return [c for c in engine.calls if c[0] in MUTATIONS]
 
 
-@pytest.fixture(autouse=True)
-def _images_alias(monkeypatch: pytest.MonkeyPatch) -> None:
-    # APIClient.images(filters=...) is a method; the fake keeps its dict in ``images``.
-    monkeypatch.setattr(mod.Engine, "image_with_hash", lambda self, value: _with_hash(self.api, value))
-
-
-def _with_hash(engine: FakeEngine, value: str) -> str:
-    found = engine.images_({"label": f"{_registry.HASH_LABEL}={value}"})
-    return found[0]["Id"] if found else ""
-
-
 # ---------------------------------------------------------------- check mode, real run, again
 
 
@@ -222,6 +211,12 @@ def test_check_mode_then_build_then_nothing(world: Any, service: dict[str, Any])
     tags = registry.tags["team/svc"]
     assert set(tags) == {service["revision"], "local"}
     assert first["digest"] == tags["local"][0] and first["reference"] == f"{REGISTRY}/team/svc@{first['digest']}"
+    assert first["diff"]["after"] == {
+        "digest": first["digest"],
+        "inputs_hash": first["inputs_hash"],
+        "tags": first["tags"],
+    }
+    assert "digest" not in preview["diff"]["after"]  # unknown until built
 
     again_check = run(service, check_mode=True)
     again = run(service)
@@ -311,14 +306,14 @@ def test_push_false_builds_and_tags_locally_only(world: Any, service: dict[str, 
     assert run(local, check_mode=True)["actions"] == ["build"] and mutations(engine) == []
     first = run(local)
     assert first["changed"] is True and first["digest"] == "" and first["reference"] == ""
-    assert engine.images[f"{REGISTRY}/team/svc:local"] == first["image_id"]
+    assert engine.refs[f"{REGISTRY}/team/svc:local"] == first["image_id"]
     assert registry.tags.get("team/svc") is None
     engine.calls.clear()
     second = run(local)
     assert second["changed"] is False and mutations(engine) == []
-    del engine.images[f"{REGISTRY}/team/svc:local"]  # a tag removed by hand is put back
+    del engine.refs[f"{REGISTRY}/team/svc:local"]  # a tag removed by hand is put back
     assert run(local, check_mode=True)["actions"] == ["tag"]
-    assert run(local)["changed"] is True and engine.images[f"{REGISTRY}/team/svc:local"] == first["image_id"]
+    assert run(local)["changed"] is True and engine.refs[f"{REGISTRY}/team/svc:local"] == first["image_id"]
 
 
 # ---------------------------------------------------------------- failures
