@@ -4,7 +4,9 @@ A Debian root file system made with debootstrap (from the mirror this machine's 
 is ``docker import``ed as ``thinkus-base/debian:<suite>``; a Go builder and a Python
 runtime image are built FROM it (tools/localenv/images/*). The rootfs tarball is cached
 outside the checkout, so a warm bring-up only checks that the images exist.
-Roles map upstream names to these through variables (docker_build_base_images).
+Roles map upstream names to these through variables (docker_build_base_images), as the
+local registry holds them: the registry component pushes them there (publish), since builds
+take FROM images by registry digest.
 """
 
 from __future__ import annotations
