@@ -14,6 +14,7 @@ images in the engine).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import shutil
@@ -30,6 +31,7 @@ import pytest
 
 from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
 from tools.localenv import _secrets
+from tools.localenv import images as base_images
 from tools.localenv._proc import Context
 
 pytestmark = [pytest.mark.localenv, pytest.mark.slow]
@@ -81,6 +83,9 @@ def registry() -> Registry:
     reg = Registry(creds["registry_username"], creds["registry_password"])
     status = reg._call("GET", "/v2/")[0]
     assert status == 200, f"the local registry at {REGISTRY} does not answer (make local-up): HTTP {status}"
+    # builds take FROM images by registry digest: the stand-ins must be in the registry (make
+    # local-up pushes them; idempotent here for an environment brought up before that)
+    base_images.publish(REGISTRY, reg.username, reg.password)
     return reg
 
 
@@ -310,3 +315,77 @@ def test_compose_file_is_validated(tmp_path: Path, sources: Path, prefix: str) -
     assert "failed to validate" in result.output
     assert "services.redis.ports contains an invalid type" in result.output
     assert not (tmp_path / "artifacts" / "docker-compose.yml").exists()
+
+
+def _base_refs_in_registry() -> list[str]:
+    """The local references of the stand-in base images as the registry holds them (tag and digest)."""
+    refs = []
+    for image in docker.from_env().images.list():
+        every = image.tags + image.attrs.get("RepoDigests", [])
+        refs += [r for r in every if r.startswith(f"{REGISTRY}/thinkus-base/")]
+    return refs
+
+
+def _ours(prefix: str) -> dict[str, str]:
+    """Image ID -> labels' inputs hash of every local image under this test's repositories."""
+    found = docker.from_env().images.list(filters={"reference": f"{REGISTRY}/{prefix}/*"})
+    return {image.id: image.labels.get(HASH_LABEL, "") for image in found}
+
+
+def _registry_state(registry: Registry, repos: list[str]) -> dict[str, dict[str, str]]:
+    return {repo: {tag: registry.digest(repo, tag) for tag in registry.tags(repo)} for repo in repos}
+
+
+def test_second_run_on_a_fresh_engine_builds_nothing(
+    tmp_path: Path, sources: Path, prefix: str, registry: Registry
+) -> None:
+    """Build and push, then run again on two other engine states: nothing built, pulled or pushed."""
+    client = docker.from_env()
+    services = services_for(prefix, "go-orchestrator", "worker")
+    repos = [f"{prefix}/go-orchestrator", f"{prefix}/worker"]
+    first = run_role(tmp_path, services, sources, json_output=True)
+    assert first.rc == 0, first.output
+    pushed = _registry_state(registry, repos)
+    built = results(tmp_path)
+    assert all(len(tags) == 4 and len(set(tags.values())) == 1 for tags in pushed.values()), pushed
+    assert set(_ours(prefix).values()) == {d["inputs_hash"] for d in built["details"].values()}
+
+    try:
+        # engine state 1, "fresh": none of the built images, and none of the base images as
+        # pulled from the registry (the old hash then read "absent" for them and rebuilt)
+        for image_id in _ours(prefix):
+            client.images.remove(image_id, force=True)
+        for ref in _base_refs_in_registry():
+            # only the reference: the local stand-in stays. Removing the last tag of a repository
+            # also removes its digest reference, hence the ImageNotFound
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(ref)
+        assert _ours(prefix) == {} and _base_refs_in_registry() == []
+
+        fresh = run_role(tmp_path, services, sources, json_output=True)
+        assert fresh.rc == 0, fresh.output
+        assert fresh.stats["localhost"]["changed"] == 0, fresh.output
+        assert task(fresh, "Build, tag and push the changed images").get("skipped") is True
+        assert _registry_state(registry, repos) == pushed  # nothing pushed, no tag moved
+        assert results(tmp_path)["images"] == built["images"]
+        assert results(tmp_path)["details"] == built["details"]  # the same inputs hash
+        assert _ours(prefix) == {} and _base_refs_in_registry() == []  # nothing built or pulled
+
+        # engine state 2: the images pulled from the registry by digest, not built here
+        auth = {"username": registry.username, "password": registry.password}
+        for reference in built["images"].values():
+            client.api.pull(reference, auth_config=auth)
+        pulled = _ours(prefix)
+        assert len(pulled) == 2
+
+        again = run_role(tmp_path, services, sources, json_output=True)
+        assert again.rc == 0, again.output
+        assert again.stats["localhost"]["changed"] == 0, again.output
+        assert task(again, "Build, tag and push the changed images").get("skipped") is True
+        assert _registry_state(registry, repos) == pushed
+        assert results(tmp_path)["images"] == built["images"]
+        assert _ours(prefix) == pulled  # no image built next to the pulled ones
+    finally:
+        for image_id in _ours(prefix):  # pulled by digest: no tag for the fixture to find
+            client.images.remove(image_id, force=True)
+        base_images.publish(REGISTRY, registry.username, registry.password)

@@ -4,7 +4,9 @@ A Debian root file system made with debootstrap (from the mirror this machine's 
 is ``docker import``ed as ``thinkus-base/debian:<suite>``; a Go builder and a Python
 runtime image are built FROM it (tools/localenv/images/*). The rootfs tarball is cached
 outside the checkout, so a warm bring-up only checks that the images exist.
-Roles map upstream names to these through variables (docker_build_base_images).
+Roles map upstream names to these through variables (docker_build_base_images), as the
+local registry holds them: the registry component pushes them there (publish), since builds
+take FROM images by registry digest.
 """
 
 from __future__ import annotations
@@ -114,6 +116,37 @@ def up(ctx: Context) -> dict[str, str]:
             env={"DOCKER_BUILDKIT": "0"},
         )
     return {"base_image_debian": BASE, **{f"base_image_{k}": v for k, v in DERIVED.items()}}
+
+
+def publish(registry: str, username: str, password: str) -> list[str]:
+    """Push the base images to the local registry as ``<registry>/<name>`` (idempotent).
+
+    thinkus.ops.docker_build_image takes every FROM image by its registry digest, never by a
+    local image ID, so the stand-ins must be in a registry like upstream images are. The
+    credentials go in the push request's header (docker SDK), never into ~/.docker or argv.
+    Returns the references pushed by this call.
+    """
+    import docker  # the virtualenv's SDK; imported here so that `status` needs no engine client
+
+    api = docker.APIClient(version="auto", timeout=600)
+    auth = {"username": username, "password": password}
+    pushed = []
+    for ref in (BASE, *DERIVED.values()):
+        name, _sep, tag = ref.rpartition(":")
+        target = f"{registry}/{name}"
+        source_id = api.inspect_image(ref)["Id"]
+        try:
+            current = api.inspect_image(f"{target}:{tag}")
+        except docker.errors.ImageNotFound:
+            current = {}
+        if current.get("Id") == source_id and any(d.startswith(f"{target}@") for d in current.get("RepoDigests") or []):
+            continue
+        api.tag(ref, target, tag, force=True)
+        for chunk in api.push(target, tag=tag, auth_config=auth, stream=True, decode=True):
+            if "error" in chunk:
+                raise LocalEnvError(f"base-images: pushing {target}:{tag} failed: {chunk['error'].strip()}")
+        pushed.append(f"{target}:{tag}")
+    return pushed
 
 
 def status(ctx: Context) -> tuple[bool, str]:

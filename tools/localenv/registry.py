@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from . import _secrets
-from ._proc import Context, http_status, require_binary, run, spawn, stop, tracked_pid, wait_for
+from . import _secrets, images
+from ._proc import Context, http_status, require_binary, run, say, spawn, stop, tracked_pid, wait_for
 
 NAME = "registry"
 HOST = "127.0.0.1"
@@ -41,6 +41,9 @@ def up(ctx: Context) -> dict[str, str]:
         stop(ctx, NAME)
     spawn(ctx, NAME, [binary, "serve", str(cfg)], ports=[PORT])
     wait_for(ctx, NAME, lambda: http_status(f"{_url()}/v2/") == 401, timeout=30)
+    # the base images, so that builds take them by registry digest (docker_build_base_images)
+    for ref in images.publish(f"{HOST}:{PORT}", USER, password):
+        say(f"{NAME}: pushed {ref}")
     return {"registry": f"{HOST}:{PORT}", "registry_url": _url()}
 
 
