@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Pure helpers of thinkus.ops.k8s_apply: input checks, kind resolution and autoscaler targets."""
+"""Pure helpers of thinkus.ops.k8s_apply: input checks, kind resolution, Secret data and autoscaler targets."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,23 @@ def split_kind(entry: str) -> tuple[str | None, str]:
     """A prune_kinds entry: C(Kind) or C(<apiVersion>/Kind) -> (apiVersion or None, Kind)."""
     api_version, _sep, kind = entry.rpartition("/")
     return (api_version or None), kind
+
+
+def secret_as_data(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A Secret's stringData moved into data (base64), so that the field manager owns each key.
+
+    The API server folds stringData into data on every write, but server-side apply records
+    the stringData fields as owned, not the data keys: a key later left out of stringData
+    would stay in the Secret. Sent as data, it is removed.
+    """
+    if (manifest.get("apiVersion"), manifest.get("kind")) != ("v1", "Secret") or "stringData" not in manifest:
+        return manifest
+    out = dict(manifest)
+    data = dict(out.get("data") or {})
+    for key, value in (out.pop("stringData") or {}).items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    out["data"] = data
+    return out
 
 
 def hpa_targets(resources: list[dict[str, Any]], namespace: str | None) -> set[ObjectRef]:

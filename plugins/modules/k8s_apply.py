@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Applies each object with Kubernetes server-side apply under a field manager of its own, so the
     API server merges, defaults and validates exactly as it would for C(kubectl apply --server-side).
-  - Any kind the API server serves can be applied, built-in or defined by a CustomResourceDefinition:
+  - Any kind the API server serves can be applied, built-in or defined by a CustomResourceDefinition;
     kinds are resolved through the server's discovery documents (C(/api/v1), C(/apis/<group>/<version>)),
     each group version read once per run of the module.
   - An object is reported changed only when what the server holds after the apply differs from what it
@@ -53,6 +53,8 @@ options:
         unless a CustomResourceDefinition earlier in the list defines it; then the module waits (up to 60 seconds)
         for the server to serve the kind before applying its objects.
       - Objects are applied in the order given.
+      - A Secret's C(stringData) is sent as C(data) (base64), so that the field manager owns each key and a key
+        left out later is removed from the Secret.
     type: list
     elements: dict
     required: true
@@ -246,6 +248,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_apply import (
     NEVER_PRUNED,
     hpa_targets,
     resolve_refs,
+    secret_as_data,
     split_kind,
     validate_resources,
 )
@@ -353,7 +356,7 @@ def apply_all(
 ) -> dict[str, Any]:
     params = module.params
     check = module.check_mode
-    resources = [dict(r) for r in params["resources"]]
+    resources = [secret_as_data(dict(r)) for r in params["resources"]]
     if refs is None:
         refs = [client.ref_of(r, params["namespace"]) for r in resources]
     pending = set(pending or ())

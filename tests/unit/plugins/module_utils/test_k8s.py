@@ -259,6 +259,18 @@ def test_resolve_refs_asks_discovery_and_accepts_kinds_of_crds_earlier_in_the_se
     assert "no metadata.namespace" in _k8s_apply.resolve_refs([resources[1]], None, namespaced_of)[2][0]
 
 
+def test_secret_string_data_is_sent_as_data() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "data": {"a": "eA=="}, "stringData": {"b": "y", "c": 5}}
+    assert _k8s_apply.secret_as_data(secret) == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "data": {"a": "eA==", "b": "eQ==", "c": "NQ=="},
+    }
+    assert "stringData" in secret  # the input is not modified
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "x"}}
+    assert _k8s_apply.secret_as_data(config_map) is config_map
+
+
 def test_crd_kinds_are_the_served_versions_and_scope() -> None:
     cluster_scoped = {**CRONTAB_CRD, "spec": {**CRONTAB_CRD["spec"], "scope": "Cluster"}}
     assert _k8s_apply.crd_kinds([CRONTAB_CRD]) == {("stable.example.com/v1", "CronTab"): True}
