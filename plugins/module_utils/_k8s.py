@@ -249,12 +249,20 @@ class Discovery:
     def find_kind(self, kind: str) -> Resource:
         """A kind given by name alone, in the preferred version of the group that serves it."""
         matches = []
+        unavailable = []
         for api_version in self.preferred_versions():
-            found = (self.kinds_of(api_version) or {}).get(kind)
+            try:
+                found = (self.kinds_of(api_version) or {}).get(kind)
+            except K8sUnreachable:
+                raise
+            except K8sError:  # an aggregated API that is down (503) must not hide the others
+                unavailable.append(api_version)
+                continue
             if found:
                 matches.append(found)
         if not matches:
-            raise UnknownKind(f"the API server serves no kind {kind}", status=404)
+            also = f" (not answering: {', '.join(unavailable)})" if unavailable else ""
+            raise UnknownKind(f"the API server serves no kind {kind}{also}", status=404)
         if len(matches) > 1:
             versions = ", ".join(m.api_version for m in matches)
             raise K8sError(f"kind {kind} is served by more than one group ({versions}): give it as <apiVersion>/{kind}")

@@ -184,6 +184,23 @@ def test_discovery_finds_a_kind_by_name_in_the_preferred_versions() -> None:
     assert server.fetched.count("/apis") == 1
 
 
+def test_find_kind_skips_an_aggregated_api_that_does_not_answer() -> None:
+    server = FakeDiscoveryServer()
+    server.documents["/apis"]["groups"].append(
+        {"name": "metrics.k8s.io", "preferredVersion": {"groupVersion": "metrics.k8s.io/v1beta1"}}
+    )
+
+    def fetch(path: str) -> Any:
+        if path == "/apis/metrics.k8s.io/v1beta1":
+            raise _k8s.K8sError("the server is currently unable to handle the request", status=503)
+        return server(path)
+
+    discovery = _k8s.Discovery(fetch)
+    assert discovery.find_kind("PriorityClass").plural == "priorityclasses"
+    with pytest.raises(_k8s.UnknownKind, match=r"no kind PodMetrics \(not answering: metrics.k8s.io/v1beta1\)"):
+        discovery.find_kind("PodMetrics")
+
+
 def test_object_ref_takes_the_default_namespace_for_namespaced_kinds_only() -> None:
     manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "thinkus"}}
     assert _k8s.ObjectRef.of(manifest, "other", namespaced=False).namespace is None
