@@ -334,16 +334,27 @@ def delete_all(
 
 
 def prune_resources(client: K8sClient, params: dict[str, Any], refs: list[ObjectRef]) -> list[Resource]:
-    """The kinds prune looks at: O(prune_kinds), or the kinds of the set."""
-    if not params["prune_kinds"]:
-        kinds = {(r.api_version, r.kind) for r in refs if r.kind not in NEVER_PRUNED}
-        return [client.resource(*kind) for kind in sorted(kinds)]
-    versions_in_set = {r.kind: r.api_version for r in refs}
+    """The kinds prune looks at: O(prune_kinds), or the kinds of the set.
+
+    A kind of the set that the server does not serve yet (its CRD is created by this set, in
+    check mode) has no objects to prune and is left out; any other unknown kind is an error.
+    """
+    in_set = {(r.api_version, r.kind) for r in refs}
+    if params["prune_kinds"]:
+        versions_in_set = {r.kind: r.api_version for r in refs}
+        wanted = []
+        for entry in params["prune_kinds"]:
+            api_version, kind = split_kind(entry)
+            wanted.append((api_version or versions_in_set.get(kind), kind))
+    else:
+        wanted = sorted(kind for kind in in_set if kind[1] not in NEVER_PRUNED)
     resources = []
-    for entry in params["prune_kinds"]:
-        api_version, kind = split_kind(entry)
-        api_version = api_version or versions_in_set.get(kind)
-        resources.append(client.resource(api_version, kind) if api_version else client.discovery.find_kind(kind))
+    for api_version, kind in wanted:
+        try:
+            resources.append(client.resource(api_version, kind) if api_version else client.discovery.find_kind(kind))
+        except UnknownKind:
+            if (api_version, kind) not in in_set:
+                raise
     return resources
 
 

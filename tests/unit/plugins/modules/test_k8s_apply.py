@@ -192,6 +192,13 @@ def test_prune_resolves_kinds_by_api_version_by_the_set_or_by_discovery() -> Non
         k8s_apply.prune_resources(server, {"prune_kinds": ["Nope"]}, [])  # type: ignore[arg-type]
 
 
+def test_check_mode_prune_leaves_out_a_kind_whose_crd_the_set_creates() -> None:
+    server = FakeServer()
+    module = FakeModule(check_mode=True, resources=[CRD, WIDGET], prune=True, prune_selector="owner=me")
+    result = run(server, module)
+    assert result["pruned"] == [] and result["changed"] is True
+
+
 def test_secret_string_data_reaches_the_server_as_data() -> None:
     server = FakeServer()
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}}
