@@ -10,7 +10,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sError, ObjectRef, UnknownKind
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s import ObjectRef, UnknownKind
 
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_KIND = "CustomResourceDefinition"
@@ -63,7 +63,7 @@ def resolve_refs(
     ``namespaced_of(api_version, kind)`` asks the server (discovery) and raises UnknownKind
     for a kind it does not serve; such a kind is accepted when a CustomResourceDefinition
     earlier in the set defines it, or with ``unknown_kinds_ok`` (deleting: no such object
-    can exist).
+    can exist). Any other error (the server unreachable, discovery refused) is raised.
     """
     defined = crd_kinds(resources)
     refs: list[ObjectRef] = []
@@ -87,10 +87,6 @@ def resolve_refs(
                 continue
             namespaced = earlier[key]
             pending.add(key)
-        except K8sError as exc:
-            problems.append(f"{where}: {exc}")
-            refs.append(ObjectRef.of(obj, namespace))
-            continue
         ref = ObjectRef.of(obj, namespace, namespaced)
         refs.append(ref)
         if namespaced and not ref.namespace:

@@ -275,6 +275,12 @@ def test_resolve_refs_asks_discovery_and_accepts_kinds_of_crds_earlier_in_the_se
     assert problems == []
     assert "no metadata.namespace" in _k8s_apply.resolve_refs([resources[1]], None, namespaced_of)[2][0]
 
+    def unreachable(api_version: str, kind: str) -> bool:
+        raise _k8s.K8sUnreachable("cannot reach the Kubernetes API server https://127.0.0.1:1")
+
+    with pytest.raises(_k8s.K8sUnreachable):  # not a problem of the resources
+        _k8s_apply.resolve_refs([resources[1]], "ns", unreachable)
+
 
 def test_secret_string_data_is_sent_as_data() -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "data": {"a": "eA=="}, "stringData": {"b": "y", "c": 5}}
