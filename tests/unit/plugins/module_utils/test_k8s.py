@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import http.server
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -656,3 +658,73 @@ def test_parse_time_accepts_server_formats() -> None:
     assert _k8s_lease.parse_time("2026-01-17T10:00:00Z") == datetime.datetime(2026, 1, 17, 10, 0, tzinfo=UTC)
     assert _k8s_lease.parse_time("2026-01-17T10:00:00.123456Z").microsecond == 123456
     assert _k8s_lease.parse_time(None) is None
+
+
+# ------------------------------------------------------------------ the client on the wire
+
+
+class _FakeApiServer(http.server.BaseHTTPRequestHandler):
+    """Discovery for one group version and server-side apply of PriorityClasses, over plain HTTP."""
+
+    seen: ClassVar[list[tuple[str, str, str]]] = []
+
+    def _answer(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path, ""))
+        if self.path == "/apis/scheduling.k8s.io/v1":
+            self._answer(
+                200, {"resources": [{"name": "priorityclasses", "kind": "PriorityClass", "namespaced": False}]}
+            )
+        else:
+            self._answer(404, {"kind": "Status", "message": "not found", "reason": "NotFound"})
+
+    def do_PATCH(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(("PATCH", self.path, self.headers["Content-Type"]))
+        self._answer(200, json.loads(body))
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_apply_goes_to_the_discovered_path_with_field_manager_and_dry_run(tmp_path: Any) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeApiServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "ctx",
+        }
+        path = tmp_path / "kubeconfig"
+        path.write_text(json.dumps(kubeconfig))
+        k8s = _k8s.K8sClient(str(path), None, request_timeout=5)
+        manifest = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}}
+        ref = k8s.ref_of(manifest, "ignored")
+        assert ref == _k8s.ObjectRef("scheduling.k8s.io/v1", "PriorityClass", "high", None)
+        assert k8s.get(ref) is None
+        assert k8s.apply(manifest, "thinkus-ops", dry_run=True) == manifest
+        with pytest.raises(_k8s.UnknownKind, match=r"does not serve apiVersion example\.com/v1"):
+            k8s.ref_of({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+    finally:
+        server.shutdown()
+    assert _FakeApiServer.seen == [
+        ("GET", "/apis/scheduling.k8s.io/v1", ""),  # discovery, once
+        ("GET", "/apis/scheduling.k8s.io/v1/priorityclasses/high", ""),
+        (
+            "PATCH",
+            "/apis/scheduling.k8s.io/v1/priorityclasses/high?fieldManager=thinkus-ops&force=true&dryRun=All",
+            "application/apply-patch+yaml",
+        ),
+        ("GET", "/apis/example.com/v1", ""),
+    ]
