@@ -453,11 +453,18 @@ class K8sClient:
         )
 
     def delete(self, ref: ObjectRef, dry_run: bool = False) -> dict[str, Any] | None:
-        """Delete one object (background propagation); its last state, or None if it was gone."""
+        """Delete one object (background propagation); its last state, or None if it was gone.
+
+        The dry run goes in the DeleteOptions body: the API server reads the options from the
+        body when there is one and then ignores the query string's ``dryRun``.
+        """
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if dry_run:
+            options["dryRun"] = ["All"]
         return self.request(
             "DELETE",
             self.object_path(ref),
-            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            body=options,
             query={"dryRun": "All" if dry_run else None},
             not_found_ok=True,
         )

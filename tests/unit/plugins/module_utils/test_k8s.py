@@ -690,6 +690,11 @@ class _FakeApiServer(http.server.BaseHTTPRequestHandler):
         self.seen.append(("PATCH", self.path, self.headers["Content-Type"]))
         self._answer(200, json.loads(body))
 
+    def do_DELETE(self) -> None:
+        options = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append(("DELETE", self.path, json.dumps(options, sort_keys=True)))
+        self._answer(200, {"kind": "Status", "status": "Success"})
+
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -714,6 +719,7 @@ def test_apply_goes_to_the_discovered_path_with_field_manager_and_dry_run(tmp_pa
         assert ref == _k8s.ObjectRef("scheduling.k8s.io/v1", "PriorityClass", "high", None)
         assert k8s.get(ref) is None
         assert k8s.apply(manifest, "thinkus-ops", dry_run=True) == manifest
+        k8s.delete(ref, dry_run=True)
         with pytest.raises(_k8s.UnknownKind, match=r"does not serve apiVersion example\.com/v1"):
             k8s.ref_of({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
     finally:
@@ -725,6 +731,12 @@ def test_apply_goes_to_the_discovered_path_with_field_manager_and_dry_run(tmp_pa
             "PATCH",
             "/apis/scheduling.k8s.io/v1/priorityclasses/high?fieldManager=thinkus-ops&force=true&dryRun=All",
             "application/apply-patch+yaml",
+        ),
+        # the server takes DeleteOptions from the body when there is one: the dry run must be in it
+        (
+            "DELETE",
+            "/apis/scheduling.k8s.io/v1/priorityclasses/high?dryRun=All",
+            '{"apiVersion": "v1", "dryRun": ["All"], "kind": "DeleteOptions", "propagationPolicy": "Background"}',
         ),
         ("GET", "/apis/example.com/v1", ""),
     ]
