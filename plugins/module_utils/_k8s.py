@@ -8,8 +8,13 @@ Not a public API: the leading underscore means other collections must not import
 
 The ``kubernetes`` Python client is used for what it does well (reading a kubeconfig,
 TLS and authentication); requests go through its ``ApiClient.call_api`` with raw JSON so
-that nothing is lost or renamed by model classes. The kinds the modules manage are known
-in advance (``KINDS``), so no discovery round trip is needed.
+that nothing is lost or renamed by model classes.
+
+Kinds are resolved through the API server's own discovery (``Discovery``): the resource
+list of a group version (``/api/v1``, ``/apis/<group>/<version>``) is read the first time
+a kind of it is needed and kept for the rest of the module's run. So every kind the
+cluster serves can be applied, read and deleted, built-in or defined by a
+CustomResourceDefinition, and nothing in this file lists kinds.
 
 What an object "is" for comparison and diff (``normalize``) and how a Secret is shown
 (``redact_secret``) are pure functions, unit-tested without a cluster.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -43,25 +49,6 @@ except ImportError:  # pragma: no cover
     HAS_YAML = False
 
 from ansible.module_utils.basic import env_fallback
-
-# (apiVersion, kind) -> (API prefix, plural, namespaced)
-KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
-    ("v1", "Namespace"): ("api/v1", "namespaces", False),
-    ("v1", "ConfigMap"): ("api/v1", "configmaps", True),
-    ("v1", "Secret"): ("api/v1", "secrets", True),
-    ("v1", "Service"): ("api/v1", "services", True),
-    ("v1", "ServiceAccount"): ("api/v1", "serviceaccounts", True),
-    ("v1", "Pod"): ("api/v1", "pods", True),
-    ("v1", "Event"): ("api/v1", "events", True),
-    ("apps/v1", "Deployment"): ("apis/apps/v1", "deployments", True),
-    ("apps/v1", "ReplicaSet"): ("apis/apps/v1", "replicasets", True),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("apis/autoscaling/v2", "horizontalpodautoscalers", True),
-    ("policy/v1", "PodDisruptionBudget"): ("apis/policy/v1", "poddisruptionbudgets", True),
-    ("coordination.k8s.io/v1", "Lease"): ("apis/coordination.k8s.io/v1", "leases", True),
-}
-
-# Kind name alone -> apiVersion, for options that take a list of kinds.
-API_VERSION_OF_KIND = {kind: api_version for (api_version, kind) in KINDS}
 
 # Annotations the server or a controller writes: not part of what we declare.
 NOISE_ANNOTATIONS = frozenset(
@@ -140,7 +127,7 @@ def describe_connection_error(exc: BaseException) -> str:
     return text.split(": ", 1)[-1][:200] if ": " in text else text[:200]
 
 
-# --------------------------------------------------------------------------- paths
+# --------------------------------------------------------------------------- kinds
 
 
 @dataclass(frozen=True)
@@ -151,34 +138,135 @@ class ObjectRef:
     namespace: str | None = None
 
     @classmethod
-    def of(cls, obj: dict[str, Any], default_namespace: str | None = None) -> ObjectRef:
+    def of(cls, obj: dict[str, Any], default_namespace: str | None = None, namespaced: bool = True) -> ObjectRef:
+        """The reference of a manifest or a server object; ``namespaced`` comes from discovery."""
         meta = obj.get("metadata") or {}
-        api_version = obj.get("apiVersion") or ""
-        kind = obj.get("kind") or ""
-        namespaced = KINDS.get((api_version, kind), ("", "", True))[2]
         namespace = (meta.get("namespace") or default_namespace) if namespaced else None
-        return cls(api_version, kind, meta.get("name") or "", namespace)
+        return cls(obj.get("apiVersion") or "", obj.get("kind") or "", meta.get("name") or "", namespace)
 
     def __str__(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind} {where}{self.name}"
 
 
-def collection_path(api_version: str, kind: str, namespace: str | None = None) -> str:
-    try:
-        prefix, plural, namespaced = KINDS[(api_version, kind)]
-    except KeyError:
-        known = ", ".join(f"{k} ({v})" for v, k in sorted(KINDS))
-        raise K8sError(f"unsupported kind {kind} ({api_version or 'no apiVersion'}); supported: {known}") from None
-    if namespaced:
-        if not namespace:
-            raise K8sError(f"{kind} is namespaced: give metadata.namespace or the module's namespace option")
-        return f"/{prefix}/namespaces/{quote(namespace, safe='')}/{plural}"
-    return f"/{prefix}/{plural}"
+@dataclass(frozen=True)
+class Resource:
+    """One kind as the API server serves it (an entry of a group version's resource list)."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    verbs: tuple[str, ...] = ()
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    def collection_path(self, namespace: str | None = None, all_namespaces: bool = False) -> str:
+        """The objects of this kind in ``namespace``, cluster-wide, or (``all_namespaces``) in every namespace."""
+        prefix = "api/v1" if self.api_version == "v1" else f"apis/{self.api_version}"
+        if self.namespaced and not (all_namespaces and not namespace):
+            if not namespace:
+                raise K8sError(f"{self.kind} is namespaced: give metadata.namespace or the module's namespace option")
+            return f"/{prefix}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        return f"/{prefix}/{self.plural}"
+
+    def object_path(self, name: str, namespace: str | None = None) -> str:
+        return f"{self.collection_path(namespace)}/{quote(name, safe='')}"
 
 
-def object_path(ref: ObjectRef) -> str:
-    return f"{collection_path(ref.api_version, ref.kind, ref.namespace)}/{quote(ref.name, safe='')}"
+def group_version_path(api_version: str) -> str:
+    """Where the API server lists the resources of a group version."""
+    if not api_version or api_version.count("/") > 1 or api_version.startswith("/"):
+        raise K8sError(f"invalid apiVersion {api_version!r}")
+    return "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+
+
+def resources_of(api_version: str, answer: dict[str, Any] | None) -> dict[str, Resource]:
+    """Kind -> Resource from an APIResourceList, without subresources (``deployments/scale``)."""
+    found: dict[str, Resource] = {}
+    for item in (answer or {}).get("resources") or []:
+        name = item.get("name") or ""
+        if not name or "/" in name or not item.get("kind"):
+            continue
+        found.setdefault(
+            item["kind"],
+            Resource(api_version, item["kind"], name, bool(item.get("namespaced")), tuple(item.get("verbs") or ())),
+        )
+    return found
+
+
+class UnknownKind(K8sError):
+    """The API server serves no such kind (its group version, or the kind in it, is missing)."""
+
+
+class Discovery:
+    """The kinds the API server serves, read from its discovery documents and kept for the run.
+
+    ``fetch(path)`` returns the decoded JSON of a GET, or None when the server answers 404.
+    A group version is read once; ``forget`` drops it (a CustomResourceDefinition applied
+    since may have added kinds to it).
+    """
+
+    def __init__(self, fetch: Callable[[str], dict[str, Any] | None]) -> None:
+        self._fetch = fetch
+        self._group_versions: dict[str, dict[str, Resource] | None] = {}
+        self._preferred: list[str] | None = None
+
+    def kinds_of(self, api_version: str) -> dict[str, Resource] | None:
+        """Kind -> Resource of one group version, or None when the server does not serve it."""
+        if api_version not in self._group_versions:
+            answer = self._fetch(group_version_path(api_version))
+            self._group_versions[api_version] = None if answer is None else resources_of(api_version, answer)
+        return self._group_versions[api_version]
+
+    def forget(self, api_version: str) -> None:
+        self._group_versions.pop(api_version, None)
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        kinds = self.kinds_of(api_version)
+        if kinds is None:
+            raise UnknownKind(f"the API server does not serve apiVersion {api_version} (for kind {kind})", status=404)
+        if kind not in kinds:
+            known = ", ".join(sorted(kinds)) or "none"
+            raise UnknownKind(f"the API server has no kind {kind} in {api_version} (it has: {known})", status=404)
+        return kinds[kind]
+
+    def preferred_versions(self) -> list[str]:
+        """The preferred version of every group the server serves, core first."""
+        if self._preferred is None:
+            core = self._fetch("/api") or {}
+            groups = self._fetch("/apis") or {}
+            versions = list(core.get("versions") or ["v1"])
+            for group in groups.get("groups") or []:
+                preferred = (group.get("preferredVersion") or {}).get("groupVersion")
+                if preferred:
+                    versions.append(preferred)
+            self._preferred = versions
+        return self._preferred
+
+    def find_kind(self, kind: str) -> Resource:
+        """A kind given by name alone, in the preferred version of the group that serves it."""
+        matches = []
+        unavailable = []
+        for api_version in self.preferred_versions():
+            try:
+                found = (self.kinds_of(api_version) or {}).get(kind)
+            except K8sUnreachable:
+                raise
+            except K8sError:  # an aggregated API that is down (503) must not hide the others
+                unavailable.append(api_version)
+                continue
+            if found:
+                matches.append(found)
+        if not matches:
+            also = f" (not answering: {', '.join(unavailable)})" if unavailable else ""
+            raise UnknownKind(f"the API server serves no kind {kind}{also}", status=404)
+        if len(matches) > 1:
+            versions = ", ".join(m.api_version for m in matches)
+            raise K8sError(f"kind {kind} is served by more than one group ({versions}): give it as <apiVersion>/{kind}")
+        return matches[0]
 
 
 # --------------------------------------------------------------------------- client
@@ -217,6 +305,7 @@ class K8sClient:
         self.server = configuration.host
         # Fail fast on an unreachable server: one try, bounded by request_timeout.
         configuration.retries = False
+        self.discovery = Discovery(lambda path: self.request("GET", path, not_found_ok=True))
 
     @staticmethod
     def _resolve_context(kubeconfig: str, context: str | None) -> str:
@@ -310,8 +399,20 @@ class K8sClient:
 
     # -- object helpers -------------------------------------------------------------
 
+    def resource(self, api_version: str, kind: str) -> Resource:
+        """How the server serves a kind (discovery, read once per group version)."""
+        return self.discovery.resource(api_version, kind)
+
+    def ref_of(self, obj: dict[str, Any], default_namespace: str | None = None) -> ObjectRef:
+        """The reference of a manifest, namespaced or not as the server says."""
+        resource = self.resource(obj.get("apiVersion") or "", obj.get("kind") or "")
+        return ObjectRef.of(obj, default_namespace, resource.namespaced)
+
+    def object_path(self, ref: ObjectRef) -> str:
+        return self.resource(ref.api_version, ref.kind).object_path(ref.name, ref.namespace)
+
     def get(self, ref: ObjectRef) -> dict[str, Any] | None:
-        return self.request("GET", object_path(ref), not_found_ok=True)
+        return self.request("GET", self.object_path(ref), not_found_ok=True)
 
     def list(
         self,
@@ -321,9 +422,11 @@ class K8sClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
+        """The objects of a kind: in ``namespace`` (all namespaces if None) or cluster-wide."""
+        resource = self.resource(api_version, kind)
         answer = self.request(
             "GET",
-            collection_path(api_version, kind, namespace),
+            resource.collection_path(namespace, all_namespaces=True),
             query={"labelSelector": label_selector, "fieldSelector": field_selector},
         )
         items = (answer or {}).get("items") or []
@@ -336,10 +439,10 @@ class K8sClient:
         self, obj: dict[str, Any], field_manager: str, force: bool = True, dry_run: bool = False
     ) -> dict[str, Any]:
         """Server-side apply of one object (PATCH application/apply-patch+yaml)."""
-        ref = ObjectRef.of(obj)
+        ref = self.ref_of(obj)
         return self.request(
             "PATCH",
-            object_path(ref),
+            self.object_path(ref),
             body=obj,
             query={
                 "fieldManager": field_manager,
@@ -349,11 +452,19 @@ class K8sClient:
             content_type="application/apply-patch+yaml",
         )
 
-    def delete(self, ref: ObjectRef, dry_run: bool = False) -> None:
-        self.request(
+    def delete(self, ref: ObjectRef, dry_run: bool = False) -> dict[str, Any] | None:
+        """Delete one object (background propagation); its last state, or None if it was gone.
+
+        The dry run goes in the DeleteOptions body: the API server reads the options from the
+        body when there is one and then ignores the query string's ``dryRun``.
+        """
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if dry_run:
+            options["dryRun"] = ["All"]
+        return self.request(
             "DELETE",
-            object_path(ref),
-            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            self.object_path(ref),
+            body=options,
             query={"dryRun": "All" if dry_run else None},
             not_found_ok=True,
         )

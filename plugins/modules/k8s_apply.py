@@ -7,16 +7,20 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: k8s_apply
-short_description: Server-side apply a set of Kubernetes objects, with a truthful check mode and diff
+short_description: Server-side apply (or delete) Kubernetes objects of any kind, with a truthful check mode and diff
 version_added: 0.1.0
 description:
   - Applies each object with Kubernetes server-side apply under a field manager of its own, so the
     API server merges, defaults and validates exactly as it would for C(kubectl apply --server-side).
+  - Any kind the API server serves can be applied, built-in or defined by a CustomResourceDefinition;
+    kinds are resolved through the server's discovery documents (C(/api/v1), C(/apis/<group>/<version>)),
+    each group version read once per run of the module.
   - An object is reported changed only when what the server holds after the apply differs from what it
     held before, with status and server bookkeeping (C(resourceVersion), C(managedFields), C(uid),
     C(generation), the Deployment revision annotation) left out. Both sides come from the server, so
     defaulted fields never show as a change and a second run reports C(changed=false).
   - Optionally deletes the objects carrying a label selector that are no longer in the set (prune).
+  - With O(state=absent), deletes the objects given instead.
 author:
   - Thinkus platform team (@thinkus-ai)
 extends_documentation_fragment:
@@ -31,7 +35,8 @@ attributes:
       - Every apply and delete is sent with C(dryRun=All), so admission, defaulting and validation run on
         the server and nothing is stored.
       - An object in a namespace that does not exist yet cannot be dry-run by the server; it is reported
-        as to be created, with the manifest as given, and a warning.
+        as to be created, with the manifest as given, and a warning. So is an object whose kind a
+        CustomResourceDefinition earlier in O(resources) defines, when that CRD is not on the server yet.
   diff_mode:
     support: full
     details:
@@ -44,12 +49,23 @@ options:
   resources:
     description:
       - The objects to apply, as dictionaries with C(apiVersion), C(kind) and C(metadata.name).
-      - Supported kinds are Namespace, ConfigMap, Secret, Service, ServiceAccount, Deployment,
-        HorizontalPodAutoscaler (C(autoscaling/v2)), PodDisruptionBudget (C(policy/v1)) and Lease.
+      - Any kind the API server serves. A kind the server does not serve fails the module before any change,
+        unless a CustomResourceDefinition earlier in the list defines it; then the module waits (up to 60 seconds)
+        for the server to serve the kind before applying its objects.
       - Objects are applied in the order given.
+      - A Secret's C(stringData) is sent as C(data) (base64), so that the field manager owns each key and a key
+        left out later is removed from the Secret.
     type: list
     elements: dict
     required: true
+  state:
+    description:
+      - V(present) applies the objects; V(absent) deletes those that exist (background propagation), identified
+        by C(apiVersion), C(kind), C(metadata.name) and namespace. An object of a kind the server no longer
+        serves is taken as absent.
+    type: str
+    choices: [present, absent]
+    default: present
   namespace:
     description:
       - Namespace of the namespaced objects that do not set C(metadata.namespace), and of prune.
@@ -86,7 +102,9 @@ options:
     type: str
   prune_kinds:
     description:
-      - The kinds pruned. Defaults to the kinds present in O(resources), without Namespace.
+      - The kinds pruned, each as C(Kind) or C(<apiVersion>/Kind) (for example C(batch/v1/CronJob)). A bare kind
+        takes the apiVersion it has in O(resources), else the preferred version of the group that serves it.
+      - Defaults to the kinds present in O(resources). Namespace and CustomResourceDefinition are never pruned.
     type: list
     elements: str
 seealso:
@@ -126,6 +144,28 @@ EXAMPLES = r"""
         data:
           url: "{{ vault_database_url | ansible.builtin.b64encode }}"
   no_log: true
+
+- name: A kind from a CustomResourceDefinition, and an object of it, in one call
+  thinkus.ops.k8s_apply:
+    resources:
+      - "{{ lookup('ansible.builtin.file', 'crontabs.example.com.yml') | ansible.builtin.from_yaml }}"
+      - apiVersion: example.com/v1
+        kind: CronTab
+        metadata:
+          name: nightly
+          namespace: thinkus
+        spec:
+          cronSpec: "0 3 * * *"
+
+- name: Remove a CronJob no longer scheduled
+  thinkus.ops.k8s_apply:
+    state: absent
+    namespace: thinkus
+    resources:
+      - apiVersion: batch/v1
+        kind: CronJob
+        metadata:
+          name: backup-hourly
 """
 
 RETURN = r"""
@@ -155,7 +195,10 @@ objects:
       description: Whether the declared state of the object changed (or would change in check mode).
       type: bool
     created:
-      description: Whether the object did not exist before.
+      description: Whether the object did not exist before (always false with O(state=absent)).
+      type: bool
+    deleted:
+      description: With O(state=absent), whether the object existed and was deleted (or would be in check mode).
       type: bool
     revision_before:
       description: For a Deployment, its C(deployment.kubernetes.io/revision) before the apply (null if new).
@@ -186,22 +229,27 @@ pruned:
   sample: ["Service thinkus/old-api"]
 """
 
+import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s import (
-    API_VERSION_OF_KIND,
-    KINDS,
     K8sClient,
     K8sError,
     ObjectRef,
+    Resource,
+    UnknownKind,
     k8s_argument_spec,
     normalize,
     object_diff,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_apply import (
+    NEVER_PRUNED,
     hpa_targets,
+    resolve_refs,
+    secret_as_data,
+    split_kind,
     validate_resources,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
@@ -217,6 +265,9 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
     revision_of,
 )
 
+# How long a kind defined by a CustomResourceDefinition of the same set may take to be served.
+CRD_ESTABLISH_SECONDS = 60.0
+
 
 def rollback_target(client: K8sClient, live: dict[str, Any] | None, entry: dict[str, Any]) -> int | None:
     """Where a failed rollout after this apply should take the Deployment back to (see RETURN)."""
@@ -230,27 +281,119 @@ def rollback_target(client: K8sClient, live: dict[str, Any] | None, entry: dict[
     return previous_revision(replicasets, revision_of(live))
 
 
-def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | None = None) -> dict[str, Any]:
+def wait_for_kind(client: K8sClient, ref: ObjectRef, timeout: float = CRD_ESTABLISH_SECONDS) -> None:
+    """Wait until the server serves a kind whose CustomResourceDefinition this run just applied."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client.discovery.forget(ref.api_version)
+        try:
+            client.resource(ref.api_version, ref.kind)
+            return
+        except UnknownKind as exc:
+            if time.monotonic() >= deadline:
+                raise K8sError(f"{ref}: {exc} {timeout:.0f}s after its CustomResourceDefinition was applied") from None
+        time.sleep(0.5)
+
+
+def entry_of(ref: ObjectRef, live: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "api_version": ref.api_version,
+        "kind": ref.kind,
+        "namespace": ref.namespace,
+        "name": ref.name,
+        "created": live is None,
+    }
+
+
+def delete_all(
+    module: AnsibleModule, client: K8sClient, refs: list[ObjectRef], keeper: LeaseKeeper | None
+) -> dict[str, Any]:
+    """state=absent: delete the objects that exist; an object already gone (or of a kind gone) is unchanged."""
+    results: list[dict[str, Any]] = []
+    diffs: list[dict[str, str]] = []
+    for ref in refs:
+        try:
+            live = client.get(ref)
+        except UnknownKind:
+            live = None
+        entry = entry_of(ref, live)
+        entry.update(created=False, deleted=live is not None, changed=live is not None)
+        if live is not None:
+            if keeper:
+                keeper.heartbeat(before_write=True)
+            try:
+                client.delete(ref, dry_run=module.check_mode)
+            except K8sError as exc:
+                raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
+            diffs.append(object_diff(ref, normalize(live), None))
+        results.append(entry)
+    result: dict[str, Any] = {"changed": any(r["changed"] for r in results), "objects": results, "pruned": []}
+    if module._diff:
+        result["diff"] = diffs
+    return result
+
+
+def prune_resources(client: K8sClient, params: dict[str, Any], refs: list[ObjectRef]) -> list[Resource]:
+    """The kinds prune looks at: O(prune_kinds), or the kinds of the set.
+
+    A kind of the set that the server does not serve yet (its CRD is created by this set, in
+    check mode) has no objects to prune and is left out; any other unknown kind is an error.
+    """
+    in_set = {(r.api_version, r.kind) for r in refs}
+    if params["prune_kinds"]:
+        versions_in_set = {r.kind: r.api_version for r in refs}
+        wanted = []
+        for entry in params["prune_kinds"]:
+            api_version, kind = split_kind(entry)
+            wanted.append((api_version or versions_in_set.get(kind), kind))
+    else:
+        wanted = sorted(kind for kind in in_set if kind[1] not in NEVER_PRUNED)
+    resources = []
+    for api_version, kind in wanted:
+        try:
+            resources.append(client.resource(api_version, kind) if api_version else client.discovery.find_kind(kind))
+        except UnknownKind:
+            if (api_version, kind) not in in_set:
+                raise
+    return resources
+
+
+def apply_all(
+    module: AnsibleModule,
+    client: K8sClient,
+    keeper: LeaseKeeper | None = None,
+    refs: list[ObjectRef] | None = None,
+    pending: set[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     params = module.params
     check = module.check_mode
-    resources = [dict(r) for r in params["resources"]]
+    resources = [secret_as_data(dict(r)) for r in params["resources"]]
+    if refs is None:
+        refs = [client.ref_of(r, params["namespace"]) for r in resources]
+    pending = set(pending or ())
     autoscaled = hpa_targets(resources, params["namespace"]) if params["hpa_owns_replicas"] else set()
     results: list[dict[str, Any]] = []
     diffs: list[dict[str, str]] = []
     applied: set[ObjectRef] = set()
-    for manifest in resources:
-        ref = ObjectRef.of(manifest, params["namespace"])
+    for manifest, ref in zip(resources, refs, strict=True):
         if ref.namespace:
-            manifest.setdefault("metadata", {})["namespace"] = ref.namespace
+            manifest["metadata"] = dict(manifest.get("metadata") or {}, namespace=ref.namespace)
         applied.add(ref)
-        live = client.get(ref)
-        entry: dict[str, Any] = {
-            "api_version": ref.api_version,
-            "kind": ref.kind,
-            "namespace": ref.namespace,
-            "name": ref.name,
-            "created": live is None,
-        }
+        kind_key = (ref.api_version, ref.kind)
+        if kind_key in pending:
+            # Defined by a CustomResourceDefinition earlier in the set: served once it is established.
+            if check:
+                try:
+                    client.discovery.forget(ref.api_version)
+                    client.resource(*kind_key)
+                    pending.discard(kind_key)
+                except UnknownKind:
+                    pass
+            else:
+                wait_for_kind(client, ref)
+                pending.discard(kind_key)
+        live = None if kind_key in pending else client.get(ref)
+        entry = entry_of(ref, live)
         if ref.kind == "Deployment":
             entry["revision_before"] = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
                 "deployment.kubernetes.io/revision"
@@ -262,14 +405,18 @@ def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | No
                 entry["replicas_kept_for_hpa"] = live_replicas
         if keeper:
             keeper.heartbeat(before_write=True)
-        try:
-            after = client.apply(manifest, params["field_manager"], force=params["force_conflicts"], dry_run=check)
-        except K8sError as exc:
-            if check and live is None and exc.status == 404 and ref.namespace and "namespaces" in str(exc):
-                module.warn(f"{ref}: namespace {ref.namespace} does not exist yet, so the server cannot dry-run it")
-                after = manifest
-            else:
-                raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
+        if kind_key in pending:  # check mode only: the CRD is not on the server yet
+            module.warn(f"{ref}: its kind comes from a CRD this run creates, so the server cannot dry-run it yet")
+            after = manifest
+        else:
+            try:
+                after = client.apply(manifest, params["field_manager"], force=params["force_conflicts"], dry_run=check)
+            except K8sError as exc:
+                if check and live is None and exc.status == 404 and ref.namespace and "namespaces" in str(exc):
+                    module.warn(f"{ref}: namespace {ref.namespace} does not exist yet, so the server cannot dry-run it")
+                    after = manifest
+                else:
+                    raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
         before_n, after_n = normalize(live), normalize(after)
         entry["changed"] = before_n != after_n
         if ref.kind == "Deployment":
@@ -280,10 +427,9 @@ def apply_all(module: AnsibleModule, client: K8sClient, keeper: LeaseKeeper | No
 
     pruned: list[str] = []
     if params["prune"]:
-        kinds = params["prune_kinds"] or sorted({r.kind for r in applied if r.kind != "Namespace"})
-        for kind in kinds:
-            for item in client.list(API_VERSION_OF_KIND[kind], kind, params["namespace"], params["prune_selector"]):
-                ref = ObjectRef.of(item, params["namespace"])
+        for resource in prune_resources(client, params, refs):
+            for item in client.list(resource.api_version, resource.kind, params["namespace"], params["prune_selector"]):
+                ref = ObjectRef.of(item, params["namespace"], resource.namespaced)
                 if ref in applied or (item.get("metadata") or {}).get("deletionTimestamp"):
                     continue
                 if keeper:
@@ -306,6 +452,7 @@ def main() -> None:
     argument_spec = k8s_argument_spec()
     argument_spec.update(
         resources=dict(type="list", elements="dict", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
         namespace=dict(type="str"),
         field_manager=dict(type="str", default="thinkus-ops"),
         force_conflicts=dict(type="bool", default=True),
@@ -320,17 +467,29 @@ def main() -> None:
         supports_check_mode=True,
         required_if=[("prune", True, ["prune_selector", "namespace"])],
     )
-    problems = validate_resources(module.params["resources"], module.params["namespace"])
-    for kind in module.params["prune_kinds"] or []:
-        if kind not in API_VERSION_OF_KIND or kind == "Namespace":
-            known = sorted(kind for (_version, kind) in KINDS if kind != "Namespace")
-            problems.append(f"prune_kinds: {kind} is not a kind that can be pruned (one of {', '.join(known)})")
+    params = module.params
+    problems = validate_resources(params["resources"])
+    for entry in params["prune_kinds"] or []:
+        if split_kind(entry)[1] in NEVER_PRUNED or not split_kind(entry)[1]:
+            problems.append(f"prune_kinds: {entry} cannot be pruned (never {', '.join(sorted(NEVER_PRUNED))})")
+    if params["state"] == "absent" and params["prune"]:
+        problems.append("prune applies to state=present only")
     if problems:
         module.fail_json(msg="invalid resources: " + "; ".join(problems))
     try:
-        client = K8sClient(module.params["kubeconfig"], module.params["context"], module.params["request_timeout"])
-        keeper = keeper_of(module.params, client, module.check_mode)
-        module.exit_json(**apply_all(module, client, keeper))
+        client = K8sClient(params["kubeconfig"], params["context"], params["request_timeout"])
+        refs, pending, problems = resolve_refs(
+            params["resources"],
+            params["namespace"],
+            lambda v, k: client.resource(v, k).namespaced,
+            unknown_kinds_ok=params["state"] == "absent",  # its CRD is gone: no such object can exist
+        )
+        if problems:
+            module.fail_json(msg="invalid resources: " + "; ".join(problems))
+        keeper = keeper_of(params, client, module.check_mode)
+        if params["state"] == "absent":
+            module.exit_json(**delete_all(module, client, refs, keeper))
+        module.exit_json(**apply_all(module, client, keeper, refs, pending))
     except LockLost as exc:
         module.fail_json(msg=f"{exc} (nothing applied after that point)")
     except K8sError as exc:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import http.server
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -86,35 +88,221 @@ def test_object_diff_headers_for_created_and_deleted() -> None:
     assert _k8s.object_diff(ref, {"a": 1}, None)["after_header"] == "ConfigMap ns/c (deleted)"
 
 
-def test_paths_of_known_kinds_and_refusal_of_unknown_ones() -> None:
-    ref = _k8s.ObjectRef.of({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}}, "thinkus")
-    assert _k8s.object_path(ref) == "/apis/apps/v1/namespaces/thinkus/deployments/api"
-    ns = _k8s.ObjectRef.of({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "thinkus"}}, "other")
-    assert ns.namespace is None
-    assert _k8s.object_path(ns) == "/api/v1/namespaces/thinkus"
-    with pytest.raises(_k8s.K8sError, match="unsupported kind CronTab"):
-        _k8s.collection_path("stable.example.com/v1", "CronTab", "ns")
+CORE_V1 = {
+    "kind": "APIResourceList",
+    "groupVersion": "v1",
+    "resources": [
+        {"name": "namespaces", "kind": "Namespace", "namespaced": False, "verbs": ["get", "patch"]},
+        {"name": "namespaces/status", "kind": "Namespace", "namespaced": False},
+        {"name": "secrets", "kind": "Secret", "namespaced": True},
+        {"name": "resourcequotas", "kind": "ResourceQuota", "namespaced": True},
+    ],
+}
+APPS_V1 = {
+    "groupVersion": "apps/v1",
+    "resources": [
+        {"name": "deployments", "kind": "Deployment", "namespaced": True},
+        {"name": "deployments/scale", "kind": "Scale", "namespaced": True},
+    ],
+}
+SCHEDULING_V1 = {
+    "groupVersion": "scheduling.k8s.io/v1",
+    "resources": [{"name": "priorityclasses", "kind": "PriorityClass", "namespaced": False}],
+}
 
 
-def test_validate_resources_reports_every_problem() -> None:
+class FakeDiscoveryServer:
+    """The discovery documents of a small cluster; counts what is fetched."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, Any] = {
+            "/api": {"versions": ["v1"]},
+            "/apis": {
+                "groups": [
+                    {"name": "apps", "preferredVersion": {"groupVersion": "apps/v1"}},
+                    {"name": "scheduling.k8s.io", "preferredVersion": {"groupVersion": "scheduling.k8s.io/v1"}},
+                ]
+            },
+            "/api/v1": CORE_V1,
+            "/apis/apps/v1": APPS_V1,
+            "/apis/scheduling.k8s.io/v1": SCHEDULING_V1,
+        }
+        self.fetched: list[str] = []
+
+    def __call__(self, path: str) -> Any:
+        self.fetched.append(path)
+        return self.documents.get(path)
+
+
+def test_discovery_resolves_any_served_kind_and_reads_each_group_version_once() -> None:
+    server = FakeDiscoveryServer()
+    discovery = _k8s.Discovery(server)
+    deployment_kind = discovery.resource("apps/v1", "Deployment")
+    assert deployment_kind == _k8s.Resource("apps/v1", "Deployment", "deployments", True, ())
+    assert deployment_kind.object_path("api", "thinkus") == "/apis/apps/v1/namespaces/thinkus/deployments/api"
+    assert discovery.resource("apps/v1", "Deployment").plural == "deployments"
+    priority = discovery.resource("scheduling.k8s.io/v1", "PriorityClass")
+    assert priority.object_path("high") == "/apis/scheduling.k8s.io/v1/priorityclasses/high"
+    namespace = discovery.resource("v1", "Namespace")
+    assert not namespace.namespaced and namespace.verbs == ("get", "patch")  # not the status subresource
+    assert namespace.object_path("thinkus", "ignored") == "/api/v1/namespaces/thinkus"
+    quota = discovery.resource("v1", "ResourceQuota")
+    assert quota.collection_path("ns") == "/api/v1/namespaces/ns/resourcequotas"
+    assert quota.collection_path(None, all_namespaces=True) == "/api/v1/resourcequotas"
+    with pytest.raises(_k8s.K8sError, match="ResourceQuota is namespaced"):
+        quota.collection_path(None)
+    assert server.fetched == ["/apis/apps/v1", "/apis/scheduling.k8s.io/v1", "/api/v1"]
+
+
+def test_discovery_names_what_the_server_does_not_serve_and_sees_new_kinds_after_forget() -> None:
+    server = FakeDiscoveryServer()
+    discovery = _k8s.Discovery(server)
+    with pytest.raises(
+        _k8s.UnknownKind, match=r"does not serve apiVersion stable\.example\.com/v1 \(for kind CronTab\)"
+    ):
+        discovery.resource("stable.example.com/v1", "CronTab")
+    with pytest.raises(
+        _k8s.UnknownKind, match=r"no kind Deployment in v1 \(it has: Namespace, ResourceQuota, Secret\)"
+    ):
+        discovery.resource("v1", "Deployment")
+    with pytest.raises(_k8s.K8sError, match="invalid apiVersion"):
+        discovery.resource("a/b/c", "X")
+    server.documents["/apis/stable.example.com/v1"] = {
+        "resources": [{"name": "crontabs", "kind": "CronTab", "namespaced": True}]
+    }
+    with pytest.raises(_k8s.UnknownKind):  # still the answer read before
+        discovery.resource("stable.example.com/v1", "CronTab")
+    discovery.forget("stable.example.com/v1")
+    assert discovery.resource("stable.example.com/v1", "CronTab").plural == "crontabs"
+
+
+def test_discovery_finds_a_kind_by_name_in_the_preferred_versions() -> None:
+    server = FakeDiscoveryServer()
+    discovery = _k8s.Discovery(server)
+    assert discovery.find_kind("PriorityClass").api_version == "scheduling.k8s.io/v1"
+    assert discovery.find_kind("Secret").api_version == "v1"
+    with pytest.raises(_k8s.UnknownKind, match="serves no kind Nope"):
+        discovery.find_kind("Nope")
+    assert server.fetched.count("/apis") == 1
+
+
+def test_find_kind_skips_an_aggregated_api_that_does_not_answer() -> None:
+    server = FakeDiscoveryServer()
+    server.documents["/apis"]["groups"].append(
+        {"name": "metrics.k8s.io", "preferredVersion": {"groupVersion": "metrics.k8s.io/v1beta1"}}
+    )
+
+    def fetch(path: str) -> Any:
+        if path == "/apis/metrics.k8s.io/v1beta1":
+            raise _k8s.K8sError("the server is currently unable to handle the request", status=503)
+        return server(path)
+
+    discovery = _k8s.Discovery(fetch)
+    assert discovery.find_kind("PriorityClass").plural == "priorityclasses"
+    with pytest.raises(_k8s.UnknownKind, match=r"no kind PodMetrics \(not answering: metrics.k8s.io/v1beta1\)"):
+        discovery.find_kind("PodMetrics")
+
+
+def test_object_ref_takes_the_default_namespace_for_namespaced_kinds_only() -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "thinkus"}}
+    assert _k8s.ObjectRef.of(manifest, "other", namespaced=False).namespace is None
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}
+    assert _k8s.ObjectRef.of(secret, "ns") == _k8s.ObjectRef("v1", "Secret", "s", "ns")
+    assert str(_k8s.ObjectRef.of(secret, "ns")) == "Secret ns/s"
+
+
+CRONTAB_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "crontabs.stable.example.com"},
+    "spec": {
+        "group": "stable.example.com",
+        "scope": "Namespaced",
+        "names": {"kind": "CronTab", "plural": "crontabs"},
+        "versions": [{"name": "v1", "served": True}, {"name": "v0", "served": False}],
+    },
+}
+
+
+def test_validate_resources_reports_every_shape_problem() -> None:
     problems = _k8s_apply.validate_resources(
         [
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
-            {"apiVersion": "v9", "kind": "Thing", "metadata": {"name": "b"}},
+            "text",
+            {"kind": "Thing", "metadata": {"name": "b"}},
             {"apiVersion": "v1", "kind": "Service", "metadata": {}},
-        ],
-        "ns",
+        ]
     )
     assert problems == [
-        "resources[1]: ConfigMap ns/a is listed twice",
-        "resources[2]: unsupported apiVersion/kind v9/Thing",
+        "resources[1] is not a dictionary",
+        "resources[2]: apiVersion and kind are required",
         "resources[3] (Service): metadata.name is missing",
     ]
-    assert (
-        "no metadata.namespace"
-        in _k8s_apply.validate_resources([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}], None)[0]
-    )
+
+
+def test_resolve_refs_asks_discovery_and_accepts_kinds_of_crds_earlier_in_the_set() -> None:
+    server = FakeDiscoveryServer()
+    server.documents["/apis/apiextensions.k8s.io/v1"] = {
+        "resources": [{"name": "customresourcedefinitions", "kind": "CustomResourceDefinition", "namespaced": False}]
+    }
+    discovery = _k8s.Discovery(server)
+
+    def namespaced_of(api_version: str, kind: str) -> bool:
+        return discovery.resource(api_version, kind).namespaced
+
+    crontab = {"apiVersion": "stable.example.com/v1", "kind": "CronTab", "metadata": {"name": "nightly"}}
+    resources = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a", "namespace": "ns"}},
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}},
+        CRONTAB_CRD,
+        crontab,
+    ]
+    refs, pending, problems = _k8s_apply.resolve_refs(resources, "ns", namespaced_of)
+    assert problems == [
+        "resources[0]: the API server has no kind ConfigMap in v1 (it has: Namespace, ResourceQuota, Secret)",
+        "resources[2]: Secret ns/a is listed twice",
+    ]
+    assert refs[3] == _k8s.ObjectRef("scheduling.k8s.io/v1", "PriorityClass", "high", None)
+    assert refs[5] == _k8s.ObjectRef("stable.example.com/v1", "CronTab", "nightly", "ns")
+    assert pending == {("stable.example.com/v1", "CronTab")}
+
+    _refs, _pending, problems = _k8s_apply.resolve_refs([crontab, CRONTAB_CRD], "ns", namespaced_of)
+    assert problems == [
+        "resources[0]: the API server does not serve apiVersion stable.example.com/v1 (for kind CronTab)"
+        " (nor does a CustomResourceDefinition before it in resources)"
+    ]
+    _refs, _pending, problems = _k8s_apply.resolve_refs([crontab], None, namespaced_of, unknown_kinds_ok=True)
+    assert problems == []
+    assert "no metadata.namespace" in _k8s_apply.resolve_refs([resources[1]], None, namespaced_of)[2][0]
+
+    def unreachable(api_version: str, kind: str) -> bool:
+        raise _k8s.K8sUnreachable("cannot reach the Kubernetes API server https://127.0.0.1:1")
+
+    with pytest.raises(_k8s.K8sUnreachable):  # not a problem of the resources
+        _k8s_apply.resolve_refs([resources[1]], "ns", unreachable)
+
+
+def test_secret_string_data_is_sent_as_data() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "data": {"a": "eA=="}, "stringData": {"b": "y", "c": 5}}
+    assert _k8s_apply.secret_as_data(secret) == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "data": {"a": "eA==", "b": "eQ==", "c": "NQ=="},
+    }
+    assert "stringData" in secret  # the input is not modified
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "x"}}
+    assert _k8s_apply.secret_as_data(config_map) is config_map
+
+
+def test_crd_kinds_are_the_served_versions_and_scope() -> None:
+    cluster_scoped = {**CRONTAB_CRD, "spec": {**CRONTAB_CRD["spec"], "scope": "Cluster"}}
+    assert _k8s_apply.crd_kinds([CRONTAB_CRD]) == {("stable.example.com/v1", "CronTab"): True}
+    assert _k8s_apply.crd_kinds([cluster_scoped]) == {("stable.example.com/v1", "CronTab"): False}
+    assert _k8s_apply.split_kind("batch/v1/CronJob") == ("batch/v1", "CronJob")
+    assert _k8s_apply.split_kind("v1/Secret") == ("v1", "Secret")
+    assert _k8s_apply.split_kind("Secret") == (None, "Secret")
 
 
 def test_hpa_targets_are_the_scaled_deployments() -> None:
@@ -470,3 +658,85 @@ def test_parse_time_accepts_server_formats() -> None:
     assert _k8s_lease.parse_time("2026-01-17T10:00:00Z") == datetime.datetime(2026, 1, 17, 10, 0, tzinfo=UTC)
     assert _k8s_lease.parse_time("2026-01-17T10:00:00.123456Z").microsecond == 123456
     assert _k8s_lease.parse_time(None) is None
+
+
+# ------------------------------------------------------------------ the client on the wire
+
+
+class _FakeApiServer(http.server.BaseHTTPRequestHandler):
+    """Discovery for one group version and server-side apply of PriorityClasses, over plain HTTP."""
+
+    seen: ClassVar[list[tuple[str, str, str]]] = []
+
+    def _answer(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path, ""))
+        if self.path == "/apis/scheduling.k8s.io/v1":
+            self._answer(
+                200, {"resources": [{"name": "priorityclasses", "kind": "PriorityClass", "namespaced": False}]}
+            )
+        else:
+            self._answer(404, {"kind": "Status", "message": "not found", "reason": "NotFound"})
+
+    def do_PATCH(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(("PATCH", self.path, self.headers["Content-Type"]))
+        self._answer(200, json.loads(body))
+
+    def do_DELETE(self) -> None:
+        options = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append(("DELETE", self.path, json.dumps(options, sort_keys=True)))
+        self._answer(200, {"kind": "Status", "status": "Success"})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_apply_goes_to_the_discovered_path_with_field_manager_and_dry_run(tmp_path: Any) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeApiServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "ctx",
+        }
+        path = tmp_path / "kubeconfig"
+        path.write_text(json.dumps(kubeconfig))
+        k8s = _k8s.K8sClient(str(path), None, request_timeout=5)
+        manifest = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}}
+        ref = k8s.ref_of(manifest, "ignored")
+        assert ref == _k8s.ObjectRef("scheduling.k8s.io/v1", "PriorityClass", "high", None)
+        assert k8s.get(ref) is None
+        assert k8s.apply(manifest, "thinkus-ops", dry_run=True) == manifest
+        k8s.delete(ref, dry_run=True)
+        with pytest.raises(_k8s.UnknownKind, match=r"does not serve apiVersion example\.com/v1"):
+            k8s.ref_of({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+    finally:
+        server.shutdown()
+    assert _FakeApiServer.seen == [
+        ("GET", "/apis/scheduling.k8s.io/v1", ""),  # discovery, once
+        ("GET", "/apis/scheduling.k8s.io/v1/priorityclasses/high", ""),
+        (
+            "PATCH",
+            "/apis/scheduling.k8s.io/v1/priorityclasses/high?fieldManager=thinkus-ops&force=true&dryRun=All",
+            "application/apply-patch+yaml",
+        ),
+        # the server takes DeleteOptions from the body when there is one: the dry run must be in it
+        (
+            "DELETE",
+            "/apis/scheduling.k8s.io/v1/priorityclasses/high?dryRun=All",
+            '{"apiVersion": "v1", "dryRun": ["All"], "kind": "DeleteOptions", "propagationPolicy": "Background"}',
+        ),
+        ("GET", "/apis/example.com/v1", ""),
+    ]
