@@ -34,7 +34,7 @@ def test_a_ci_log_becomes_a_record_and_a_readme_row() -> None:
 
 def test_an_unfinished_run_is_refused() -> None:
     with pytest.raises(SystemExit, match=r"not a complete, passing \.ci/run"):
-        measurements.parse_log(LOG.split("ci: make demo + make test")[0], "cold", "abc1234", "2026-12-02")
+        measurements.parse_log(LOG.split("ci: make demo + make test", maxsplit=1)[0], "cold", "abc1234", "2026-12-02")
 
 
 def test_the_readme_block_is_replaced_and_nothing_else() -> None:
