@@ -774,14 +774,17 @@ def _stop_pods() -> None:
 
 
 def _unmount_under(root: Path) -> None:
-    """Unmount what the kubelet and the CRI left mounted below ``root`` (deepest first)."""
+    """Unmount what the kubelet and the CRI left mounted below ``root`` (deepest first), and
+    ``root`` itself where it is a mount: the kubelet bind-mounts its root directory onto itself
+    (to make it shared), which would otherwise keep the checkout from being deleted."""
     try:
         mounts = Path("/proc/mounts").read_text().splitlines()
     except OSError:
         return
     prefix = str(root) + "/"
+    points = {line.split()[1].encode().decode("unicode_escape") for line in mounts}
     targets = sorted(
-        {line.split()[1].encode().decode("unicode_escape") for line in mounts if line.split()[1].startswith(prefix)},
+        {point for point in points if point.startswith(prefix) or point == str(root)},
         key=len,
         reverse=True,
     )
