@@ -11,12 +11,15 @@ take FROM images by registry digest.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from ._proc import Context, LocalEnvError, run, say
@@ -118,6 +121,26 @@ def up(ctx: Context) -> dict[str, str]:
     return {"base_image_debian": BASE, **{f"base_image_{k}": v for k, v in DERIVED.items()}}
 
 
+def _registry_digest(registry: str, name: str, tag: str, auth: dict[str, str]) -> str | None:
+    """The digest the registry serves for ``name:tag`` (None when it has none or does not answer)."""
+    token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{name}/manifests/{tag}",
+        method="HEAD",
+        headers={
+            "Authorization": f"Basic {token}",
+            "Accept": ", ".join(
+                ["application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json"]
+            ),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.headers.get("Docker-Content-Digest")
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 def publish(registry: str, username: str, password: str) -> list[str]:
     """Push the base images to the local registry as ``<registry>/<name>`` (idempotent).
 
@@ -139,7 +162,10 @@ def publish(registry: str, username: str, password: str) -> list[str]:
             current = api.inspect_image(f"{target}:{tag}")
         except docker.errors.ImageNotFound:
             current = {}
-        if current.get("Id") == source_id and any(d.startswith(f"{target}@") for d in current.get("RepoDigests") or []):
+        # The engine's memory of an earlier push is not enough: the registry may be a new one
+        # (another checkout's .local, a wiped state): ask the registry itself.
+        known = [d.split("@", 1)[1] for d in current.get("RepoDigests") or [] if d.startswith(f"{target}@")]
+        if current.get("Id") == source_id and _registry_digest(registry, name, tag, auth) in known:
             continue
         api.tag(ref, target, tag, force=True)
         for chunk in api.push(target, tag=tag, auth_config=auth, stream=True, decode=True):
