@@ -13,16 +13,12 @@ images in the engine).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import secrets
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ import docker
 import pytest
 
 from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
+from ansible_collections.thinkus.ops.tests.support.registry import RegistryReader as Registry
 from tools.localenv import _secrets
 from tools.localenv import images as base_images
 from tools.localenv._proc import Context
@@ -38,50 +35,14 @@ pytestmark = [pytest.mark.localenv, pytest.mark.slow]
 
 REGISTRY = "127.0.0.1:5000"
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "services"
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 HASH_LABEL = "ai.thinkus.build.inputs-hash"
-
-
-@dataclass
-class Registry:
-    username: str
-    password: str
-
-    def _call(self, method: str, path: str, accept: str = MANIFEST_V2) -> tuple[int, dict[str, str], bytes]:
-        auth = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        request = urllib.request.Request(
-            f"http://{REGISTRY}{path}", method=method, headers={"Authorization": f"Basic {auth}", "Accept": accept}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers or {}), b""
-
-    def tags(self, repo: str) -> list[str]:
-        status, _headers, body = self._call("GET", f"/v2/{repo}/tags/list")
-        return sorted(json.loads(body).get("tags") or []) if status == 200 else []
-
-    def digest(self, repo: str, tag: str) -> str:
-        status, headers, _body = self._call("HEAD", f"/v2/{repo}/manifests/{tag}")
-        return headers.get("Docker-Content-Digest", "") if status == 200 else ""
-
-    def labels(self, repo: str, ref: str) -> dict[str, str]:
-        body = self._call("GET", f"/v2/{repo}/manifests/{ref}")[2]
-        config = json.loads(body)["config"]["digest"]
-        blob = self._call("GET", f"/v2/{repo}/blobs/{config}", accept="*/*")[2]
-        return json.loads(blob)["config"]["Labels"]
-
-    def delete_repo(self, repo: str) -> None:
-        for digest in {self.digest(repo, tag) for tag in self.tags(repo)} - {""}:
-            self._call("DELETE", f"/v2/{repo}/manifests/{digest}")
 
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     creds = _secrets.load(Context())
-    reg = Registry(creds["registry_username"], creds["registry_password"])
-    status = reg._call("GET", "/v2/")[0]
+    reg = Registry(REGISTRY, creds["registry_username"], creds["registry_password"])
+    status = reg.call("GET", "/v2/")[0]
     assert status == 200, f"the local registry at {REGISTRY} does not answer (make local-up): HTTP {status}"
     # builds take FROM images by registry digest: the stand-ins must be in the registry (make
     # local-up pushes them; idempotent here for an environment brought up before that)

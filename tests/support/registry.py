@@ -29,6 +29,8 @@ MANIFEST_TYPES = ",".join(
 class RegistryReader:
     def __init__(self, address: str, username: str, password: str) -> None:
         self.address = address
+        self.username = username
+        self.password = password
         self.auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
     def call(self, method: str, path: str, accept: str = MANIFEST_TYPES) -> tuple[int, dict[str, str], bytes]:
