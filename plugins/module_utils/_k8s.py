@@ -6,9 +6,10 @@
 
 Not a public API: the leading underscore means other collections must not import it.
 
-The ``kubernetes`` Python client is used for what it does well (reading a kubeconfig,
-TLS and authentication); requests go through its ``ApiClient.call_api`` with raw JSON so
-that nothing is lost or renamed by model classes.
+Requests are raw JSON, so that nothing is lost or renamed by model classes. The kubeconfig,
+TLS and authentication come from ``_kubeconfig`` (standard library only, a few milliseconds);
+the ``kubernetes`` package (half a second to import) is loaded only for what that file leaves
+to it: a legacy ``auth-provider`` or a ``proxy-url``.
 
 Kinds are resolved through the API server's own discovery (``Discovery``): the resource
 list of a group version (``/api/v1``, ``/apis/<group>/<version>``) is read the first time
@@ -30,16 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-try:
-    from kubernetes import config as k8s_config
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
-
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the controller's Python
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = exc
+from ansible_collections.thinkus.ops.plugins.module_utils import _kubeconfig
 
 try:
     import yaml
@@ -276,12 +268,38 @@ class K8sClient:
     """A thin JSON client over the kubernetes package's configured ApiClient."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, request_timeout: float = 10.0):
-        if not HAS_KUBERNETES:
-            raise K8sConfigError(f"the kubernetes Python package is required: {KUBERNETES_IMPORT_ERROR}")
         self.kubeconfig = kubeconfig or None
         self.request_timeout = request_timeout
         self.context = context or None
         self.server = "(unknown server)"
+        self.transport: _kubeconfig.Transport | None = None
+        self.api: Any = None
+        try:
+            if self.kubeconfig:
+                endpoint = _kubeconfig.load(self.kubeconfig, self.context)
+            elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+                endpoint = _kubeconfig.in_cluster()
+            else:
+                self.kubeconfig = os.path.expanduser("~/.kube/config")
+                endpoint = _kubeconfig.load(self.kubeconfig, self.context)
+            self.transport = _kubeconfig.Transport(endpoint, request_timeout)
+            self.context, self.server = endpoint.context, endpoint.server
+        except _kubeconfig.Unsupported:
+            self._use_kubernetes_package()
+        except _kubeconfig.KubeconfigError as exc:
+            raise K8sConfigError(str(exc)) from None
+        self.discovery = Discovery(lambda path: self.request("GET", path, not_found_ok=True))
+
+    def _use_kubernetes_package(self) -> None:
+        """The kubernetes package's loader, for what _kubeconfig leaves to it."""
+        try:
+            from kubernetes import config as k8s_config
+            from kubernetes.config.config_exception import ConfigException
+        except ImportError as exc:
+            raise K8sConfigError(
+                f"kubeconfig {self.kubeconfig} uses an auth-provider or a proxy-url: that needs the kubernetes "
+                f"Python package ({exc})"
+            ) from None
         try:
             if self.kubeconfig:
                 if not os.path.isfile(self.kubeconfig):
@@ -305,22 +323,20 @@ class K8sClient:
         self.server = configuration.host
         # Fail fast on an unreachable server: one try, bounded by request_timeout.
         configuration.retries = False
-        self.discovery = Discovery(lambda path: self.request("GET", path, not_found_ok=True))
 
     @staticmethod
     def _resolve_context(kubeconfig: str, context: str | None) -> str:
         try:
-            contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
-        except (ConfigException, OSError) as exc:
-            raise K8sConfigError(f"cannot read kubeconfig {kubeconfig}: {exc}") from None
-        names = [c["name"] for c in contexts or []]
+            names, active = _kubeconfig.context_names(kubeconfig)
+        except _kubeconfig.KubeconfigError as exc:
+            raise K8sConfigError(str(exc)) from None
         if context:
             if context not in names:
                 raise K8sConfigError(f"context {context!r} is not in kubeconfig {kubeconfig} (it has: {names})")
             return context
         if not active:
             raise K8sConfigError(f"kubeconfig {kubeconfig} has no current-context; set the context option")
-        return str(active["name"])
+        return str(active)
 
     def where(self) -> str:
         return f"{self.server} (kubeconfig context {self.context!r})"
@@ -345,16 +361,19 @@ class K8sClient:
             payload = json.dumps(body) if content_type.endswith("+yaml") else body
         try:
             status, data = self._send(method, url_path, headers, payload)
-        except ApiException as exc:  # older clients raise on every non-2xx answer
-            status, data = exc.status, (exc.body or "")
-            if not status:
-                raise K8sUnreachable(f"cannot reach the Kubernetes API server {self.where()}: {exc.reason}") from None
-        except Exception as exc:  # urllib3 errors: refused, DNS, TLS, timeouts
-            if type(exc).__module__.startswith(("urllib3", "ssl", "socket")) or isinstance(exc, OSError):
+        except _kubeconfig.KubeconfigError as exc:  # an exec plugin or a token file, read per request
+            raise K8sConfigError(str(exc)) from None
+        except Exception as exc:  # refused, DNS, TLS, timeouts (and urllib3's errors on the fallback path)
+            if type(exc).__name__ == "ApiException" and getattr(exc, "status", None):
+                status, data = exc.status, (getattr(exc, "body", None) or "")  # older kubernetes clients
+            elif type(exc).__module__.startswith(
+                ("urllib3", "ssl", "socket", "http.client", "kubernetes")
+            ) or isinstance(exc, OSError):
                 raise K8sUnreachable(
                     f"cannot reach the Kubernetes API server {self.where()}: {describe_connection_error(exc)}"
                 ) from None
-            raise
+            else:
+                raise
         if status == 404 and not_found_ok:
             return None
         if not 200 <= status <= 299:
@@ -376,7 +395,13 @@ class K8sClient:
         return text.strip()
 
     def _send(self, method: str, url_path: str, headers: dict[str, str], payload: Any) -> tuple[int, Any]:
-        """One HTTP exchange through the kubernetes client; returns (status, body bytes)."""
+        """One HTTP exchange; returns (status, body bytes)."""
+        if self.transport is not None:
+            if payload is not None and not isinstance(payload, (str, bytes)):
+                payload = json.dumps(payload)
+            if isinstance(payload, str):
+                payload = payload.encode("utf-8")
+            return self.transport.send(method, url_path, headers, payload)
         if hasattr(self.api, "param_serialize"):  # kubernetes >= 33 (new generator)
             method, url, headers, body, post = self.api.param_serialize(
                 method, url_path, header_params=headers, body=payload, auth_settings=["BearerToken"]
