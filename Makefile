@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?=
 
-.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme sanity unit integration faults molecule demo build package clean local-up local-down local-reset local-status
+.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme sanity unit integration faults molecule demo bench build package clean local-up local-down local-reset local-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ molecule: setup ## all Molecule scenarios, or one: make molecule SCENARIO=<name>
 demo: local-up ## the whole platform deployed to a local environment on this machine
 	@rm -f .local/artifacts/deploy-summary.json; rc=0; ansible-playbook playbooks/deploy.yml -i inventories/local || rc=$$?; \
 	python -m tools.localenv where || true; exit $$rc
+
+bench: local-up ## every tools/bench_*.py side by side with the plain tools, one table (BENCH_ARGS="--quick" for a smoke run)
+	python tools/bench.py $(BENCH_ARGS)
 
 build: setup ## the collection tarball (ansible-galaxy collection build)
 	ansible-galaxy collection build --force --output-path .build

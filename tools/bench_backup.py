@@ -47,6 +47,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_ops import (  
     run_backup,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._s3_store import S3Store  # noqa: E402
+from tools import benchlib  # noqa: E402
 from tools.localenv import _secrets  # noqa: E402
 from tools.localenv._proc import Context  # noqa: E402
 
@@ -63,6 +64,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale (1 = 100k accounts, ~15 MB)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of plain and ours")
+    benchlib.add_json_argument(parser)
     args = parser.parse_args()
 
     creds = _secrets.load(Context())
@@ -144,6 +146,26 @@ def main() -> int:
         print(
             f"restore: plain pg_restore -j2 {pr:7.2f}s | restore_verify RTO {orto:7.2f}s | overhead {orto - pr:+.2f}s "
             f"(x{orto / pr:.2f}); download of the dump {t_dl:.2f}s"
+        )
+        size_label = f"{size / 1e9:.1f} GB" if size >= 5e8 else f"{size / 1e6:.0f} MB"
+        benchlib.write(
+            args.json,
+            [
+                benchlib.row(
+                    f"backup_run of a {size_label} database (dump, fingerprint, checksum, upload, manifest)",
+                    ours_backup,
+                    "`pg_dump -Fc` to a local file",
+                    plain_backup,
+                    max_ratio=1.15,
+                ),
+                benchlib.row(
+                    "restore_verify of that backup (download, restore, fingerprint, compare)",
+                    ours_rto,
+                    "`createdb` + `pg_restore -j2` of the same dump",
+                    plain_restore,
+                    max_ratio=1.3,
+                ),
+            ],
         )
         return 0
     finally:

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tools import benchlib  # noqa: E402
 from tools.localenv import _secrets  # noqa: E402
 from tools.localenv._proc import Context  # noqa: E402
 
@@ -122,6 +123,7 @@ def cleanup_registry() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="repetitions of each measurement (median reported)")
+    benchlib.add_json_argument(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-docker-build-") as tmp:
         work = Path(tmp)
@@ -161,6 +163,25 @@ def main() -> None:
     print(f"rebuild after a one-line change, role (+push):    {med(rebuild):6.1f} s")
     print(f"plain docker build after the same change:         {med(plain):6.1f} s")
     print(f"ratio rebuild role / plain docker build:          {med(rebuild) / med(plain):6.2f}x (goal < 2x)")
+    benchlib.write(
+        args.json,
+        [
+            benchlib.row(
+                "no-op docker_build converge (3 services: input hashes against the registry)",
+                noop,
+                "plain `docker build` of 1 service, fully cached",
+                plain_cached,
+                below=15,
+            ),
+            benchlib.row(
+                "docker_build rebuild after a one-line change (build + push)",
+                rebuild,
+                "plain `docker build` after the same change",
+                plain,
+                max_ratio=2.0,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

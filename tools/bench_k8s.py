@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,10 @@ from pathlib import Path
 from kubernetes import client, config
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools import benchlib  # noqa: E402
+
 TIMEOUT = 120.0
 
 
@@ -74,6 +79,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--kubeconfig", default=_default_kubeconfig())
+    benchlib.add_json_argument(parser)
     args = parser.parse_args()
     api = config.new_client_from_config(config_file=args.kubeconfig)
     times = []
@@ -82,6 +88,8 @@ def main() -> int:
         times.append(seconds)
         print(f"run {i + 1}: {args.replicas}-replica Deployment Available in {seconds:.2f}s")
     print(f"median {statistics.median(times):.2f}s, max {max(times):.2f}s over {args.runs} runs")
+    what = f"{args.replicas}-replica Deployment on the kwok nodes: create -> Available"
+    benchlib.write(args.json, [benchlib.row(what, times)])
     return 0
 
 

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / ".collections")]
 
 from ansible_collections.thinkus.ops.tests.support.ansible import run_playbook  # noqa: E402
+from tools import benchlib  # noqa: E402
 
 NAMESPACE = "thinkus-test-k8s-deploy-bench"
 KUBECONFIG = ROOT / ".local" / "kubeconfig"
@@ -71,6 +72,7 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    benchlib.add_json_argument(parser)
     args = parser.parse_args()
     kubectl = find_kubectl()
     if not kubectl:
@@ -148,6 +150,18 @@ def main() -> int:
         print(f"k8s_deploy no-op (ansible-playbook, lock + apply + rollout wait): median {role:.2f}s  {role_times}")
         print(f"kubectl apply --server-side + rollout status:                   median {plain:.2f}s  {kubectl_times}")
         print(f"ratio role/kubectl: {role / plain:.1f}x (goal: <= 2x)")
+        benchlib.write(
+            args.json,
+            [
+                benchlib.row(
+                    "no-op k8s_deploy (ansible-playbook: preflight, lock, apply, rollout check, release)",
+                    role_times,
+                    "`kubectl apply --server-side` + `kubectl rollout status` per Deployment, same manifests",
+                    kubectl_times,
+                    max_ratio=2.0,
+                )
+            ],
+        )
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from kubernetes import client, config  # noqa: E402
 
+from tools import benchlib  # noqa: E402
+
 PY = sys.executable
 RECORD = ROOT / ".local" / "artifacts" / "bench-localenv.json"
 
@@ -168,6 +170,7 @@ def main() -> int:
         action="store_true",
         help=f"also write the rows to {RECORD.relative_to(ROOT)} (python -m tools.measurements record)",
     )
+    benchlib.add_json_argument(parser)
     args = parser.parse_args()
 
     results: dict[str, str] = {}
@@ -186,8 +189,10 @@ def main() -> int:
                 localenv("down", env=env)
     localenv("up")
     localenv("down")
-    results["warm bring-up (caches kept, all stopped)"] = f"{localenv('up'):.1f} s"
-    results["no-op bring-up (all running)"] = f"{localenv('up'):.1f} s"
+    warm = localenv("up")
+    noop = localenv("up")
+    results["warm bring-up (caches kept, all stopped)"] = f"{warm:.1f} s"
+    results["no-op bring-up (all running)"] = f"{noop:.1f} s"
     times = deployment_seconds(ROOT / ".local" / "kubeconfig", args.runs)
     results["3-replica Deployment to Available"] = (
         f"median {statistics.median(times):.2f} s, max {max(times):.2f} s over {len(times)} runs"
@@ -197,6 +202,15 @@ def main() -> int:
     )
     for key, value in results.items():
         print(f"{key:<45} {value}")
+    benchlib.write(
+        args.json,
+        [
+            benchlib.row("local environment: warm bring-up (caches kept, all stopped)", [warm]),
+            benchlib.row("local environment: no-op bring-up (all running)", [noop]),
+            benchlib.row("3-replica Deployment on the kwok nodes: create -> Available", times),
+            benchlib.row("resident memory of the local environment", [mib], below=8192, unit="MiB"),
+        ],
+    )
     if args.record:
         RECORD.parent.mkdir(parents=True, exist_ok=True)
         RECORD.write_text(json.dumps({"rows": results, "cold": args.cold}, indent=2) + "\n")

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.alert_receiver import AlertReceiver  # noqa: E402
 from tests.support.ansible import run_playbook  # noqa: E402
+from tools import benchlib  # noqa: E402
 
 ROLE_RATIO = 'service:http_requests_error_ratio:rate5m{service="bench"}'
 PLAIN_RATIO = 'sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))'
@@ -105,6 +106,7 @@ def main() -> int:
     parser.add_argument("--interval", default="1s", help="scrape and evaluation interval")
     parser.add_argument("--group-wait", default="1s")
     parser.add_argument("--timeout", type=float, default=120)
+    benchlib.add_json_argument(parser)
     args = parser.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
@@ -194,6 +196,17 @@ def main() -> int:
     print(f"role : ratio crossed 5 % -> webhook {results['role']:6.2f}s")
     print(f"plain: ratio crossed 5 % -> webhook {results['plain']:6.2f}s")
     print(f"ratio role/plain: {results['role'] / results['plain']:.2f}  (for + group_wait = {expected:.1f}s)")
+    benchlib.write(
+        args.json,
+        [
+            benchlib.row(
+                f"6 % errors -> critical alert at the webhook (scrape/eval {args.interval}, for {args.for_})",
+                [results["role"]],
+                "one hand-written alert rule and a single-route Alertmanager",
+                [results["plain"]],
+            )
+        ],
+    )
     # the role's defaults: scrape 15s, evaluation 15s, for 2m (critical), group_wait 30s
     lo, hi = 120 + 30, 120 + 30 + 15
     print(

@@ -448,7 +448,8 @@ def apply_all(
     return result
 
 
-def main() -> None:
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
     argument_spec = k8s_argument_spec()
     argument_spec.update(
         resources=dict(type="list", elements="dict", required=True),
@@ -462,11 +463,15 @@ def main() -> None:
         prune_kinds=dict(type="list", elements="str"),
     )
     argument_spec.update(lock_argument_spec())
-    module = AnsibleModule(
+    return dict(
         argument_spec=argument_spec,
         supports_check_mode=True,
         required_if=[("prune", True, ["prune_selector", "namespace"])],
     )
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     params = module.params
     problems = validate_resources(params["resources"])
     for entry in params["prune_kinds"] or []:
@@ -494,6 +499,10 @@ def main() -> None:
         module.fail_json(msg=f"{exc} (nothing applied after that point)")
     except K8sError as exc:
         module.fail_json(msg=str(exc))
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

@@ -190,7 +190,8 @@ def guard(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
     argument_spec = k8s_argument_spec()
     argument_spec.update(
         context=dict(type="str", required=True),
@@ -206,7 +207,11 @@ def main() -> None:
             ),
         ),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    return dict(argument_spec=argument_spec, supports_check_mode=True)
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     if not (module.params["context"] or "").strip():
         module.fail_json(msg="context must name the kubeconfig context of the environment's cluster; it is empty")
     if not (module.params["identity"]["environment"] or "").strip():
@@ -216,6 +221,10 @@ def main() -> None:
         module.exit_json(**guard(module, client))
     except K8sError as exc:
         module.fail_json(msg=f"Cannot check the cluster's identity: {exc}. Nothing was changed.")
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

@@ -128,7 +128,8 @@ def read(client: K8sClient, params: dict[str, Any]) -> dict[str, Any]:
     return {"changed": False, "resources": items, "api_found": True}
 
 
-def main() -> None:
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
     argument_spec = k8s_argument_spec()
     argument_spec.update(
         api_version=dict(type="str", default="v1"),
@@ -138,12 +139,20 @@ def main() -> None:
         label_selector=dict(type="str"),
         field_selector=dict(type="str"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    return dict(argument_spec=argument_spec, supports_check_mode=True)
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     try:
         client = K8sClient(module.params["kubeconfig"], module.params["context"], module.params["request_timeout"])
         module.exit_json(**read(client, module.params))
     except K8sError as exc:
         module.fail_json(msg=str(exc))
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

@@ -251,7 +251,8 @@ def release_once(module: AnsibleModule, client: K8sClient, ref: ObjectRef) -> di
     return {"changed": True, "holder_identity": identity, "previous_holder": state.holder}
 
 
-def main() -> None:
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
     argument_spec = k8s_argument_spec()
     argument_spec.update(
         name=dict(type="str", required=True),
@@ -264,11 +265,15 @@ def main() -> None:
         poll_interval=dict(type="float", default=2.0),
         labels=dict(type="dict", default={}),
     )
-    module = AnsibleModule(
+    return dict(
         argument_spec=argument_spec,
         supports_check_mode=True,
         required_if=[("state", "released", ["holder_identity"])],
     )
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     if module.params["lease_duration"] < 1:
         module.fail_json(msg=f"lease_duration must be at least 1 second, got {module.params['lease_duration']}")
     ref = ObjectRef("coordination.k8s.io/v1", "Lease", module.params["name"], module.params["namespace"])
@@ -279,6 +284,10 @@ def main() -> None:
         module.exit_json(**release(module, client, ref))
     except K8sError as exc:
         module.fail_json(msg=str(exc))
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

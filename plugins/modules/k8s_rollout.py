@@ -440,7 +440,8 @@ def rolled_back(module: AnsibleModule, rollout: Rollout) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
     argument_spec = k8s_argument_spec()
     argument_spec.update(
         namespace=dict(type="str", required=True),
@@ -454,7 +455,11 @@ def main() -> None:
         poll_interval=dict(type="float", default=1.0),
     )
     argument_spec.update(lock_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    return dict(argument_spec=argument_spec, supports_check_mode=True)
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     try:
         client = K8sClient(module.params["kubeconfig"], module.params["context"], module.params["request_timeout"])
         rollout = Rollout(module, client, keeper_of(module.params, client, module.check_mode))
@@ -465,6 +470,10 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     except K8sError as exc:
         module.fail_json(msg=str(exc))
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

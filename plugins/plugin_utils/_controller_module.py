@@ -1,0 +1,104 @@
+# Copyright (c) Thinkus platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Run a thinkus.ops module's code inside the controller when the target is the controller itself.
+
+Not a public API: the leading underscore means other collections must not import it.
+
+Every thinkus.ops.k8s_* task runs on the controller (``ansible_connection: local``): the
+module would be zipped, written to a temporary directory, started as a new Python process
+that imports Ansible's module library again, and then thrown away. That fixed cost was most
+of a no-op deploy. The action plugins of those modules call the same ``run_module`` in the
+worker process Ansible has already forked for the task, with the same argument validation
+(the module's own ``module_args()``), check mode, diff, warnings and ``no_log`` masking.
+
+Anything that changes where or how a module runs is left to the module, unchanged: another
+connection (delegation to a host over SSH), ``become``, ``async``, or a task ``environment``
+(the module reads its fallbacks, K8S_AUTH_KUBECONFIG and the like, from its environment).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from ansible.module_utils.common.parameters import remove_values
+from ansible.plugins.action import ActionBase
+
+LOCAL_CONNECTIONS = frozenset(("local", "ansible.builtin.local"))
+
+
+class _Exit(BaseException):
+    """exit_json / fail_json: ends the module's work like sys.exit ends a module process.
+
+    A BaseException, so that the module's own ``except Exception`` clauses let it through,
+    as they let SystemExit through in a module process.
+    """
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__()
+        self.result = result
+
+
+class ControllerModule:
+    """What ``run_module`` uses of an AnsibleModule: params, check_mode, _diff, warn, exit_json, fail_json."""
+
+    def __init__(self, params: dict[str, Any], check_mode: bool, diff: bool) -> None:
+        self.params = params
+        self.check_mode = check_mode
+        self._diff = diff
+        self.warnings: list[str] = []
+
+    def warn(self, warning: str) -> None:
+        self.warnings.append(str(warning))
+
+    def exit_json(self, **result: Any) -> None:
+        result.setdefault("changed", False)
+        raise _Exit(result)
+
+    def fail_json(self, msg: str, **result: Any) -> None:
+        result.update(failed=True, msg=msg)
+        raise _Exit(result)
+
+
+class ControllerModuleAction(ActionBase):
+    """The action plugin of a module that defines ``module_args()`` and ``run_module(module)``."""
+
+    MODULE: ModuleType  # set by each action plugin: the module file, imported
+
+    _supports_check_mode = True
+    _supports_async = True  # async goes to the module, which supports it
+
+    def in_controller(self) -> bool:
+        """Whether running in this process is the same as running the module on its target."""
+        connection = getattr(self._connection, "transport", None) or self._play_context.connection
+        return (
+            connection in LOCAL_CONNECTIONS
+            and not self._task.async_val
+            and not self._play_context.become
+            and not self._task.environment
+        )
+
+    def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        del tmp
+        if not self.in_controller():
+            result.update(self._execute_module(module_name=self._task.resolved_action, task_vars=task_vars))
+            return result
+        args = self.MODULE.module_args()
+        args.pop("supports_check_mode", None)
+        validation, params = self.validate_argument_spec(**args)
+        params = {k: v for k, v in params.items() if not k.startswith("_ansible_")}
+        module = ControllerModule(params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
+        try:
+            self.MODULE.run_module(module)
+            outcome: dict[str, Any] = {"changed": False}  # run_module always exits; this is a guard
+        except _Exit as done:
+            outcome = done.result
+        no_log_values = validation._no_log_values
+        if module.warnings:
+            outcome["warnings"] = module.warnings
+        outcome["invocation"] = {"module_args": params}
+        result.update(remove_values(outcome, no_log_values))
+        return result
