@@ -23,7 +23,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 
 LOCAL_CONNECTIONS = frozenset(("local", "ansible.builtin.local"))
@@ -77,7 +79,7 @@ class ControllerModuleAction(ActionBase):
             connection in LOCAL_CONNECTIONS
             and not self._task.async_val
             and not self._play_context.become
-            and not self._task.environment
+            and not any(self._task.environment or [])  # a list of mappings, often [{}]
         )
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -88,8 +90,13 @@ class ControllerModuleAction(ActionBase):
             return result
         args = self.MODULE.module_args()
         args.pop("supports_check_mode", None)
-        validation, params = self.validate_argument_spec(**args)
-        params = {k: v for k, v in params.items() if not k.startswith("_ansible_")}
+        validation = ArgumentSpecValidator(**args).validate(dict(self._task.args))
+        if validation.error_messages:
+            msg = validation.errors.msg
+            if isinstance(validation.errors.errors[0], UnsupportedError):
+                msg = f"Unsupported parameters for ({self._task.resolved_action}) module: {msg}"
+            return dict(result, failed=True, msg=msg)
+        params = validation.validated_parameters
         module = ControllerModule(params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
         try:
             self.MODULE.run_module(module)
