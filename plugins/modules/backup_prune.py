@@ -104,13 +104,18 @@ def parse_retention(raw: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
     spec: dict[str, Any] = dict(
         retention_days=dict(type="dict", default=dict(DEFAULT_RETENTION_DAYS)),
         incomplete_grace_hours=dict(type="float", default=24.0),
     )
     spec.update(s3.s3_argument_spec())
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    return dict(argument_spec=spec, supports_check_mode=True)
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     too_old = python_problem("thinkus.ops.backup_prune")
     if too_old:
         module.fail_json(msg=too_old)
@@ -141,6 +146,10 @@ def main() -> None:
             "after": "\n".join(ref.folder for ref in plan.keep) + "\n",
         }
     module.exit_json(**result)
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

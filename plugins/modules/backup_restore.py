@@ -247,8 +247,13 @@ def inspect_redis(params: dict[str, Any], manifest: dict[str, Any]) -> tuple[dic
     return target, dbs, {**rd.describe(target), "databases": dbs, "keys_before": {str(k): v for k, v in before.items()}}
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, required_one_of=[("key", "kind")])
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
+    return dict(argument_spec=argument_spec(), supports_check_mode=True, required_one_of=[("key", "kind")])
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     too_old = python_problem("thinkus.ops.backup_restore")
     if too_old:
         module.fail_json(msg=too_old)
@@ -307,6 +312,10 @@ def main() -> None:
     except BackupError as exc:
         module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

@@ -243,8 +243,13 @@ def check_access(req: BackupRequest, store: s3.S3Store) -> None:
         rd.ping(req.redis)
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
+    return dict(argument_spec=argument_spec(), supports_check_mode=True)
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     too_old = python_problem("thinkus.ops.backup_run")
     if too_old:
         module.fail_json(msg=too_old)
@@ -276,6 +281,10 @@ def main() -> None:
         manifest=manifest,
         timings=req.timings,
     )
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

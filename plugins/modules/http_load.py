@@ -129,6 +129,7 @@ plan:
   type: dict
 """
 
+from typing import Any
 from urllib.parse import urlparse
 
 from ansible.module_utils.basic import AnsibleModule
@@ -158,8 +159,9 @@ def _validate(module: AnsibleModule) -> list[Target]:
     return targets
 
 
-def main() -> None:
-    module = AnsibleModule(
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
+    return dict(
         argument_spec={
             "targets": {
                 "type": "list",
@@ -181,6 +183,10 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     targets = _validate(module)
     p = module.params
     if module.check_mode:
@@ -200,6 +206,10 @@ def main() -> None:
     if breaches:
         module.fail_json(msg="load test thresholds broken: " + "; ".join(breaches), **result)
     module.exit_json(**result)
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

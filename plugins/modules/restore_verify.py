@@ -350,8 +350,13 @@ def _highest(fp: dict[str, Any]) -> int:
     return max((int(db) for db in fp.get("databases", {})), default=0)
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, required_one_of=[("key", "kind")])
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
+    return dict(argument_spec=argument_spec(), supports_check_mode=True, required_one_of=[("key", "kind")])
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     too_old = python_problem("thinkus.ops.restore_verify")
     if too_old:
         module.fail_json(msg=too_old)
@@ -393,6 +398,10 @@ def main() -> None:
             report=report,
         )
     module.exit_json(changed=False, report=report)
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

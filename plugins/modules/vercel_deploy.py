@@ -703,14 +703,19 @@ def argument_spec() -> dict[str, Any]:
     return spec
 
 
-def main() -> None:
-    module = AnsibleModule(
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
+    return dict(
         argument_spec=argument_spec(),
         mutually_exclusive=[("path", "git_source")],
         required_by={"path": "commit_sha"},
         required_if=[("state", "present", ("path", "git_source"), True)],
         supports_check_mode=True,
     )
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     if module.params["state"] == "promoted" and not (
         module.params["deployment"] or module.params["commit_sha"] or module.params["git_source"]
     ):
@@ -726,6 +731,10 @@ def main() -> None:
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

@@ -604,8 +604,13 @@ def apply_changes(client: Any, project_id: str, changes: list[Change]) -> None:
             raise VercelError(f"Vercel API POST /v10/projects/{project_id}/env refused some variables: {problems}")
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
+    return dict(argument_spec=argument_spec(), supports_check_mode=True)
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     params = module.params
     errors = validate_variables(params["variables"], params["state"])
     if errors:
@@ -622,6 +627,10 @@ def main() -> None:
     except VercelError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 
 Not a public API: the leading underscore means other collections must not import it.
 
-Every thinkus.ops.k8s_* task runs on the controller (``ansible_connection: local``): the
+Every thinkus.ops task of the roles runs on the controller (``ansible_connection: local``): the
 module would be zipped, written to a temporary directory, started as a new Python process
 that imports Ansible's module library again, and then thrown away. That fixed cost was most
 of a no-op deploy. The action plugins of those modules call the same ``run_module`` in the
