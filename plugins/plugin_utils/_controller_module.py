@@ -20,10 +20,12 @@ connection (delegation to a host over SSH), ``become``, ``async``, or a task ``e
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.json import Direction, get_module_encoder
 from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
@@ -90,7 +92,12 @@ class ControllerModuleAction(ActionBase):
             return result
         args = self.MODULE.module_args()
         args.pop("supports_check_mode", None)
-        validation = ArgumentSpecValidator(**args).validate(dict(self._task.args))
+        # What a module process would receive: the arguments through Ansible's own module encoder,
+        # so plain JSON types (no templating tags, vault markers or datetimes) reach the module's code.
+        plain = json.loads(
+            json.dumps(dict(self._task.args), cls=get_module_encoder("legacy", Direction.CONTROLLER_TO_MODULE))
+        )
+        validation = ArgumentSpecValidator(**args).validate(plain)
         if validation.error_messages:
             msg = validation.errors.msg
             if isinstance(validation.errors.errors[0], UnsupportedError):
@@ -107,5 +114,9 @@ class ControllerModuleAction(ActionBase):
         if module.warnings:
             outcome["warnings"] = module.warnings
         outcome["invocation"] = {"module_args": params}
-        result.update(remove_values(outcome, no_log_values))
+        # ... and what a module process would return: JSON, with the no_log values masked.
+        encoded = json.dumps(
+            remove_values(outcome, no_log_values), cls=get_module_encoder("legacy", Direction.MODULE_TO_CONTROLLER)
+        )
+        result.update(json.loads(encoded))
         return result

@@ -1,0 +1,136 @@
+# Copyright (c) Thinkus platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The modules' code run in the controller (their action plugins) against the same code run as modules.
+
+A task environment sends a task to the module path (plugin_utils/_controller_module.py), so
+one playbook runs each call both ways against the local kube-apiserver: the results must be
+the same, a no_log option must be masked the same, bad options must fail the same way, and
+at -vvv only the tasks with an environment may show a module file being shipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from tests.support.ansible import REPO_ROOT, run_playbook
+
+pytestmark = [pytest.mark.localenv]
+
+KUBECONFIG = REPO_ROOT / ".local" / "kubeconfig"
+
+PLAYBOOK = """---
+- name: Each call in the controller, then as a module
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/thinkus.ops.k8s:
+      kubeconfig: "{{ kubeconfig }}"
+  tasks:
+    - name: Apply in the controller
+      thinkus.ops.k8s_apply:
+        namespace: "{{ namespace }}"
+        resources: &objects
+          - {apiVersion: v1, kind: Namespace, metadata: {name: "{{ namespace }}"}}
+          - apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: probe, namespace: "{{ namespace }}"}
+            data: {answer: "42"}
+      register: in_controller
+
+    - name: Apply again as a module
+      thinkus.ops.k8s_apply:
+        namespace: "{{ namespace }}"
+        resources: *objects
+      environment: {THINKUS_TEST_MODULE_PATH: "1"}
+      register: as_module
+
+    - name: Read in the controller
+      thinkus.ops.k8s_info: {kind: ConfigMap, namespace: "{{ namespace }}", name: probe}
+      register: read_controller
+
+    - name: Read as a module
+      thinkus.ops.k8s_info: {kind: ConfigMap, namespace: "{{ namespace }}", name: probe}
+      environment: {THINKUS_TEST_MODULE_PATH: "1"}
+      register: read_module
+
+    - name: Roll out nothing, with a no_log option, in the controller
+      thinkus.ops.k8s_rollout: {namespace: "{{ namespace }}", deployments: [], redact: ["{{ hidden }}"]}
+      register: rollout_controller
+
+    - name: Roll out nothing, with a no_log option, as a module
+      thinkus.ops.k8s_rollout: {namespace: "{{ namespace }}", deployments: [], redact: ["{{ hidden }}"]}
+      environment: {THINKUS_TEST_MODULE_PATH: "1"}
+      register: rollout_module
+
+    - name: An unknown option in the controller
+      thinkus.ops.k8s_info: {kind: ConfigMap, colour: blue}
+      register: bad_controller
+      ignore_errors: true
+
+    - name: An unknown option as a module
+      thinkus.ops.k8s_info: {kind: ConfigMap, colour: blue}
+      environment: {THINKUS_TEST_MODULE_PATH: "1"}
+      register: bad_module
+      ignore_errors: true
+
+    - name: Hand the results to the test
+      ansible.builtin.copy:
+        content: "{{ {'apply': [in_controller, as_module], 'read': [read_controller, read_module],
+                     'rollout': [rollout_controller, rollout_module], 'bad': [bad_controller, bad_module]} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+def test_the_controller_path_matches_the_module_path(tmp_path: Path) -> None:
+    namespace = f"thinkus-test-controller-{uuid.uuid4().hex[:8]}"
+    hidden = f"hidden-{uuid.uuid4().hex}"
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(PLAYBOOK)
+    out = tmp_path / "out.json"
+    api = config.new_client_from_config(config_file=str(KUBECONFIG))
+    try:
+        run = run_playbook(
+            playbook,
+            extra_vars={
+                "kubeconfig": str(KUBECONFIG),
+                "namespace": namespace,
+                "hidden": hidden,
+                "out": str(out),
+                "ansible_connection": "local",
+                "ansible_python_interpreter": str(REPO_ROOT / ".venv" / "bin" / "python"),
+            },
+            verbosity=3,
+        )
+        assert run.rc == 0, run.output[-4000:]
+        results = json.loads(out.read_text())
+        first, second = results["apply"]
+        assert first["changed"] is True and second["changed"] is False  # the module saw what the controller applied
+        assert [o["name"] for o in first["objects"]] == [o["name"] for o in second["objects"]]
+        live = client.CoreV1Api(api).read_namespaced_config_map("probe", namespace)
+        assert live.data == {"answer": "42"}
+        controller, module = results["read"]
+        assert controller["resources"] == module["resources"]
+        assert controller["resources"][0]["data"] == {"answer": "42"}
+        for rollout in results["rollout"]:
+            assert rollout["failed"] is False and rollout["deployments"] == []
+        # -vvv prints each task's invocation: the no_log option masked on both paths
+        assert run.output.count("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER") >= 2, run.output[-4000:]
+        for bad in results["bad"]:
+            assert bad["failed"] is True
+            assert bad["msg"].startswith("Unsupported parameters for (thinkus.ops.k8s_info) module: colour.")
+        assert hidden not in run.output
+        # only the four tasks with an environment shipped a module
+        shipped = [line for line in run.output.splitlines() if "Using module file" in line and "thinkus/ops" in line]
+        assert len(shipped) == 4, shipped
+    finally:
+        with contextlib.suppress(client.exceptions.ApiException):
+            client.CoreV1Api(api).delete_namespace(namespace)
