@@ -38,9 +38,29 @@ def test_an_unfinished_run_is_refused() -> None:
 
 
 def test_the_readme_block_is_replaced_and_nothing_else() -> None:
-    readme = f"intro\n{measurements.BEGIN}\nold typed numbers\n{measurements.END}\noutro\n"
+    readme = (
+        f"intro\n{measurements.BEGIN}\nold typed numbers\n{measurements.END}\n"
+        f"{measurements.BENCH_BEGIN}\n{measurements.BENCH_END}\noutro\n"
+    )
     bench = {"rows": {"warm bring-up": "14.7 s"}, "commit": "c0ffee0", "finished": "2026-12-02"}
     out = measurements.render_readme(readme, {"bench_localenv": bench})
     assert out.startswith("intro\n") and out.endswith("\noutro\n")
     assert "old typed numbers" not in out
     assert "| warm bring-up | 14.7 s - commit c0ffee0, 2026-12-02 |" in out
+
+
+def test_the_bench_table_comes_from_benchlib_rows() -> None:
+    from tools import benchlib
+
+    rows = [
+        benchlib.row("no-op deploy", [3.0, 2.0, 4.0], "kubectl", [1.0, 1.5, 2.0], max_ratio=2.0),
+        benchlib.row("no-op demo", [20.0, 21.0], below=15),
+        benchlib.row("memory", [900.0], below=8192, unit="MiB"),
+    ]
+    assert rows[0]["median"] == 3.0 and rows[0]["baseline_median"] == 1.5 and rows[0]["ratio"] == 2.0
+    assert rows[0]["met"] is True and rows[1]["met"] is False and rows[2]["met"] is True
+    readme = f"{measurements.BEGIN}\n{measurements.END}\n{measurements.BENCH_BEGIN}\nold\n{measurements.BENCH_END}\n"
+    out = measurements.render_readme(readme, {"bench": {"rows": rows, "commit": "c0ffee0", "finished": "2026-12-02"}})
+    assert "| no-op deploy (3 runs) | 3.00 s | kubectl | 1.50 s | 2.00 | ratio <= 2 | yes |" in out
+    assert "| no-op demo (2 runs) | 20.50 s | - | - | - | < 15 s | **no** |" in out
+    assert "| memory (1 runs) | 900 MiB |" in out and "\nold\n" not in out
