@@ -2,14 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Action plugin of thinkus.ops.backup_prune: runs the module's code in the controller when the task's target
-is the controller itself (plugin_utils/_controller_module.py says when), else the module as usual."""
+"""thinkus.ops.backup_prune, in the controller when it can (see plugin_utils/_controller_module.py)."""
 
 from __future__ import annotations
 
-from ansible_collections.thinkus.ops.plugins.modules import backup_prune
-from ansible_collections.thinkus.ops.plugins.plugin_utils._controller_module import ControllerModuleAction
-
-
-class ActionModule(ControllerModuleAction):
-    MODULE = backup_prune
+from ansible_collections.thinkus.ops.plugins.plugin_utils._controller_module import (  # noqa: F401 - the plugin
+    ControllerModuleAction as ActionModule,
+)

@@ -20,6 +20,7 @@ connection (delegation to a host over SSH), ``become``, ``async``, or a task ``e
 
 from __future__ import annotations
 
+import importlib
 import json
 from types import ModuleType
 from typing import Any
@@ -30,6 +31,7 @@ from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 
+MODULES_PACKAGE = "ansible_collections.thinkus.ops.plugins.modules"
 LOCAL_CONNECTIONS = frozenset(("local", "ansible.builtin.local"))
 
 
@@ -67,9 +69,16 @@ class ControllerModule:
 
 
 class ControllerModuleAction(ActionBase):
-    """The action plugin of a module that defines ``module_args()`` and ``run_module(module)``."""
+    """The action plugin of a module that defines ``module_args()`` and ``run_module(module)``.
 
-    MODULE: ModuleType  # set by each action plugin: the module file, imported
+    A module's action plugin is this class under the module's name (``plugins/action/<module>.py``
+    imports it as ``ActionModule``); the module it runs is the one the task resolved to.
+    """
+
+    @property
+    def module_code(self) -> ModuleType:
+        name = self._task.resolved_action.rsplit(".", 1)[-1]
+        return importlib.import_module(f"{MODULES_PACKAGE}.{name}")
 
     _supports_check_mode = True
     _supports_async = True  # async goes to the module, which supports it
@@ -90,7 +99,7 @@ class ControllerModuleAction(ActionBase):
         if not self.in_controller():
             result.update(self._execute_module(module_name=self._task.resolved_action, task_vars=task_vars))
             return result
-        args = self.MODULE.module_args()
+        args = self.module_code.module_args()
         args.pop("supports_check_mode", None)
         # What a module process would receive: the arguments through Ansible's own module encoder,
         # so plain JSON types (no templating tags, vault markers or datetimes) reach the module's code.
@@ -106,7 +115,7 @@ class ControllerModuleAction(ActionBase):
         params = validation.validated_parameters
         module = ControllerModule(params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
         try:
-            self.MODULE.run_module(module)
+            self.module_code.run_module(module)
             outcome: dict[str, Any] = {"changed": False}  # run_module always exits; this is a guard
         except _Exit as done:
             outcome = done.result
