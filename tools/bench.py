@@ -87,7 +87,9 @@ def main() -> int:
     print()
     print("\n".join(table(rows)))
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout
     ARTIFACT.write_text(
         json.dumps(
             {

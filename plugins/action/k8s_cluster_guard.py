@@ -2,10 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""thinkus.ops.k8s_cluster_guard, in the controller when it can (see plugin_utils/_controller_module.py)."""
-
 from __future__ import annotations
 
-from ansible_collections.thinkus.ops.plugins.plugin_utils._controller_module import (  # noqa: F401 - the plugin
-    ControllerModuleAction as ActionModule,
-)
+from ansible_collections.thinkus.ops.plugins.plugin_utils._controller_module import ControllerModuleAction
+
+
+class ActionModule(ControllerModuleAction):
+    """thinkus.ops.k8s_cluster_guard, in the controller when it can (see plugin_utils/_controller_module.py)."""
