@@ -95,6 +95,7 @@ def main() -> int:
             {
                 "rows": rows,
                 "quick": args.quick,
+                "benchmarks": names,
                 "commit": commit.strip(),
                 "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
                 "failed": failed,

@@ -93,10 +93,13 @@ def bench_table(data: dict[str, Any]) -> str:
     if not bench:
         body = ["No `make bench` recorded yet."]
     else:
-        from tools.bench import table as rows_table  # only the README needs it
+        from tools.bench import BENCHMARKS  # only the README needs it
+        from tools.bench import table as rows_table
 
         body = [
-            f"`make bench` on this 2-core machine, commit {bench.get('commit', '?')}, {bench.get('finished', '?')}:",
+            f"`make bench` on this 2-core machine, commit {bench.get('commit', '?')}, {bench.get('finished', '?')}"
+            + (f" (only {', '.join(ran)})" if 0 < len(ran := bench.get("benchmarks") or []) < len(BENCHMARKS) else "")
+            + ":",
             "",
             *rows_table(bench.get("rows") or []),
         ]
