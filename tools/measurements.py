@@ -96,9 +96,10 @@ def bench_table(data: dict[str, Any]) -> str:
         from tools.bench import BENCHMARKS  # only the README needs it
         from tools.bench import table as rows_table
 
+        ran = bench.get("benchmarks") or []
         body = [
             f"`make bench` on this 2-core machine, commit {bench.get('commit', '?')}, {bench.get('finished', '?')}"
-            + (f" (only {', '.join(ran)})" if 0 < len(ran := bench.get("benchmarks") or []) < len(BENCHMARKS) else "")
+            + (f" (only {', '.join(ran)})" if 0 < len(ran) < len(BENCHMARKS) else "")
             + ":",
             "",
             *rows_table(bench.get("rows") or []),
