@@ -64,3 +64,12 @@ def test_the_bench_table_comes_from_benchlib_rows() -> None:
     assert "| no-op deploy (3 runs) | 3.00 s | kubectl | 1.50 s | 2.00 | ratio <= 2 | yes |" in out
     assert "| no-op demo (2 runs) | 20.50 s | - | - | - | < 15 s | **no** |" in out
     assert "| memory (1 runs) | 900 MiB |" in out and "\nold\n" not in out
+
+
+def test_a_run_with_a_failed_stage_is_recorded_as_such() -> None:
+    log = LOG.replace("ci: make demo + make test finished in 3500s\n", "make test finished in 1988s; failed: sanity\n")
+    run = measurements.parse_log(log, "cold", "abc1234", "2026-12-02")
+    assert run["total"] == 1512 + 1988 and run["failed"] == ["sanity"]
+    run["note"] = "sanity fixed later"
+    assert "sanity FAILED" in measurements.table({"ci_run": {"cold": run}})
+    assert "(sanity fixed later)" in measurements.table({"ci_run": {"cold": run}})
