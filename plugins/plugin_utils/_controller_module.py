@@ -96,8 +96,13 @@ class ControllerModuleAction(ActionBase):
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         del tmp
-        if not self.in_controller():
-            result.update(self._execute_module(module_name=self._task.resolved_action, task_vars=task_vars))
+        if not self.in_controller():  # as ansible.builtin.normal runs a module, async included
+            wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
+            result.update(
+                self._execute_module(module_name=self._task.resolved_action, task_vars=task_vars, wrap_async=wrap_async)
+            )
+            if not wrap_async:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
             return result
         args = self.module_code.module_args()
         args.pop("supports_check_mode", None)

@@ -7,7 +7,7 @@
 A task environment sends a task to the module path (plugin_utils/_controller_module.py), so
 one playbook runs each call both ways against the local kube-apiserver: the results must be
 the same, a no_log option must be masked the same, bad options must fail the same way, and
-at -vvv only the tasks with an environment may show a module file being shipped.
+at -vvv only the tasks with an environment, and an async one, may show a module file being shipped.
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ PLAYBOOK = """---
       environment: {THINKUS_TEST_MODULE_PATH: "1"}
       register: read_module
 
+    - name: Read as an async module job
+      thinkus.ops.k8s_info: {kind: ConfigMap, namespace: "{{ namespace }}", name: probe}
+      async: 60
+      poll: 1
+      register: read_async
+
     - name: Roll out nothing, with a no_log option, in the controller
       thinkus.ops.k8s_rollout: {namespace: "{{ namespace }}", deployments: [], redact: ["{{ hidden }}"]}
       register: rollout_controller
@@ -83,7 +89,7 @@ PLAYBOOK = """---
 
     - name: Hand the results to the test
       ansible.builtin.copy:
-        content: "{{ {'apply': [in_controller, as_module], 'read': [read_controller, read_module],
+        content: "{{ {'apply': [in_controller, as_module], 'read': [read_controller, read_module, read_async],
                      'rollout': [rollout_controller, rollout_module], 'bad': [bad_controller, bad_module]} | to_json }}"
         dest: "{{ out }}"
         mode: "0600"
@@ -117,8 +123,9 @@ def test_the_controller_path_matches_the_module_path(tmp_path: Path) -> None:
         assert [o["name"] for o in first["objects"]] == [o["name"] for o in second["objects"]]
         live = client.CoreV1Api(api).read_namespaced_config_map("probe", namespace)
         assert live.data == {"answer": "42"}
-        controller, module = results["read"]
-        assert controller["resources"] == module["resources"]
+        controller, module, in_background = results["read"]
+        assert controller["resources"] == module["resources"] == in_background["resources"]
+        assert in_background["finished"] == 1  # async went to the module, wrapped as Ansible wraps it
         assert controller["resources"][0]["data"] == {"answer": "42"}
         for rollout in results["rollout"]:
             assert rollout["failed"] is False and rollout["deployments"] == []
@@ -128,9 +135,9 @@ def test_the_controller_path_matches_the_module_path(tmp_path: Path) -> None:
             assert bad["failed"] is True
             assert bad["msg"].startswith("Unsupported parameters for (thinkus.ops.k8s_info) module: colour.")
         assert hidden not in run.output
-        # only the four tasks with an environment shipped a module
+        # only the four tasks with an environment and the async one shipped a module
         shipped = [line for line in run.output.splitlines() if "Using module file" in line and "thinkus/ops" in line]
-        assert len(shipped) == 4, shipped
+        assert len(shipped) == 5, shipped
     finally:
         with contextlib.suppress(client.exceptions.ApiException):
             client.CoreV1Api(api).delete_namespace(namespace)
