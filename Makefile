@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?=
 
-.PHONY: help setup test lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme sanity unit integration faults molecule demo bench build package clean local-up local-down local-reset local-status
+.PHONY: help setup test ee lint lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme lint-ee sanity unit integration faults molecule demo bench build package clean local-up local-down local-reset local-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ test: setup ## the whole suite: lint, sanity, unit, integration, molecule
 	@tools/test.sh
 
 lint: setup ## yamllint, ansible-lint (production profile), ruff, argument specs, changelog, shellcheck, actionlint
-	@$(MAKE) --no-print-directory -k lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme
+	@$(MAKE) --no-print-directory -k lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme lint-ee
 
 lint-yaml:
 	yamllint --strict .
@@ -38,6 +38,8 @@ lint-workflows:
 	actionlint .github/workflows/*.yml examples/app-repository/.github/workflows/*.yml
 lint-readme:
 	python -m tools.measurements check
+lint-ee:
+	python -m tools.ee check
 
 sanity: setup ## ansible-test sanity on this machine's Python, no ignore files
 	tools/sanity.sh
@@ -78,6 +80,9 @@ demo: local-up ## the whole platform deployed to a local environment on this mac
 
 bench: local-up ## every tools/bench_*.py side by side with the plain tools, one table (BENCH_ARGS="--quick" for a smoke run)
 	python tools/bench.py $(BENCH_ARGS)
+
+ee: local-up ## the execution environment image (ansible-builder FROM the local base by digest), pushed to the local registry
+	python -m tools.ee build
 
 build: setup ## the collection tarball (ansible-galaxy collection build)
 	ansible-galaxy collection build --force --output-path .build

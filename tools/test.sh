@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-all_stages="lint sanity unit package local-up integration faults molecule"
+all_stages="lint sanity unit package local-up ee integration faults molecule"
 stages=${STAGES:-$all_stages}
 passed=0
 failed=0
@@ -47,6 +47,7 @@ for stage in $stages; do
       started_env=1
       run_stage local-up .venv/bin/python -m tools.localenv up --session "$session"
       ;;
+    ee) run_stage ee .venv/bin/python -m tools.ee build ;;
     integration) run_stage integration make --no-print-directory integration ;;
     faults) run_stage faults make --no-print-directory faults ;;
     molecule)

@@ -22,6 +22,7 @@ PLAYBOOK = yaml.safe_load((ROOT / "playbooks" / "awx_configure.yml").read_text()
 
 LISTS = {
     "awx_organizations": "organization",
+    "awx_execution_environments": "execution_environment",
     "awx_projects": "project",
     "awx_credential_types": "credential_type",
     "awx_credentials": "credential",
@@ -129,3 +130,55 @@ def test_playbook_passes_every_configured_key_to_its_module() -> None:
         for item in CONFIG[key]:
             missing = set(item) - passed[module]
             assert not missing, f"{key} entry {item['name']!r}: playbook does not pass {sorted(missing)}"
+
+
+def _read_from_environment() -> str:
+    """Everything that can read an environment variable in a job: inventories, roles, plugins, playbooks."""
+    parts = []
+    for pattern in ("inventories/*/group_vars/**/*.yml", "roles/*/defaults/*.yml", "playbooks/*.yml", "plugins/**/*.py"):
+        parts += [p.read_text() for p in ROOT.glob(pattern)]
+    return "\n".join(parts)
+
+
+def test_every_injected_variable_is_read_by_what_the_jobs_run() -> None:
+    """A credential type that injects a variable nothing reads passes a credential into the void."""
+    text = _read_from_environment()
+    for ctype in CONFIG["awx_credential_types"]:
+        for name in (ctype["injectors"].get("env") or {}):
+            assert f"'{name}'" in text or f'"{name}"' in text or f"E({name})" in text, (
+                f"credential type {ctype['name']!r} injects {name}, which no inventory, role or plugin reads"
+            )
+
+
+def test_every_job_template_runs_in_the_collection_ee_with_existing_files() -> None:
+    ees = {e["name"]: e for e in CONFIG["awx_execution_environments"]}
+    sources = {s["inventory"]: s["source_path"] for s in CONFIG["awx_inventory_sources"]}
+    for jt in CONFIG["awx_job_templates"]:
+        assert jt["execution_environment"] in ees, jt["name"]
+        assert (ROOT / jt["playbook"]).is_file(), f"{jt['name']}: {jt['playbook']} does not exist"
+        assert (ROOT / sources[jt["inventory"]]).is_file(), f"{jt['name']}: {sources[jt['inventory']]} does not exist"
+    navigator = yaml.safe_load((ROOT / "ansible-navigator.yml").read_text())["ansible-navigator"]
+    image = navigator["execution-environment"]["image"]
+    awx_image = CONFIG["awx_ee_image"]
+    assert {e["image"] for e in ees.values()} == {"{{ awx_ee_image }}"}
+    assert awx_image.endswith("/thinkus/" + image), f"AWX runs {awx_image}, ansible-navigator.yml {image}"
+    passed = set(navigator["execution-environment"]["environment-variables"]["pass"])
+    for ctype in CONFIG["awx_credential_types"]:
+        missing = set(ctype["injectors"].get("env") or {}) - passed
+        assert not missing, f"ansible-navigator.yml does not pass {sorted(missing)} ({ctype['name']})"
+
+
+def test_cluster_playbooks_get_a_kubeconfig_credential() -> None:
+    """deploy, rollback, backup and the drill check the cluster's identity in preflight."""
+    kinds = {c["name"]: c["credential_type"] for c in CONFIG["awx_credentials"]}
+    for jt in CONFIG["awx_job_templates"]:
+        if jt["playbook"] in ("playbooks/deploy.yml", "playbooks/rollback.yml", "playbooks/backup.yml", "playbooks/restore_drill.yml"):
+            assert "Thinkus Kubeconfig" in {kinds[c] for c in jt["credentials"]}, jt["name"]
+
+
+def test_schedules_pass_variables_their_playbook_reads() -> None:
+    templates = {j["name"]: j for j in CONFIG["awx_job_templates"]}
+    for sched in CONFIG["awx_schedules"]:
+        playbook = (ROOT / templates[sched["unified_job_template"]]["playbook"]).read_text()
+        for var in sched.get("extra_data", {}):
+            assert var in playbook, f"{sched['name']}: {var} is not read by {templates[sched['unified_job_template']]['playbook']}"
