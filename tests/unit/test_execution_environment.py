@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from tools import ee
 
 ROOT = Path(__file__).resolve().parents[2]
 EE_DIR = ROOT / "execution-environment"
@@ -39,12 +42,40 @@ def test_ansible_builder_create_writes_a_containerfile(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stdout + res.stderr
     containerfile = (context / "Containerfile").read_text()
-    assert "ansible-galaxy collection install /build/collections/thinkus-ops-0.1.0.tar.gz" in containerfile
-    assert (context / "_build" / "requirements.yml").is_file()
-    assert "kubernetes==37.0.1" in (context / "_build" / "requirements.txt").read_text()
+    assert "COPY _build/collections/thinkus-ops-0.1.0.tar.gz /tmp/thinkus-ops-0.1.0.tar.gz" in containerfile
+    assert "ansible-galaxy collection install /tmp/thinkus-ops-0.1.0.tar.gz" in containerfile
+    assert not (context / "_build" / "requirements.yml").exists(), "collections come from the pinned ansible package"
+    assert "ansible==12.3.0" in (context / "_build" / "requirements.txt").read_text()
+    assert "ARG EE_BASE_IMAGE" in containerfile
+    assert 'ARG PKGMGR="/usr/local/sbin/apt-pkgmgr"' in containerfile
     assert (context / "_build" / "bindep.txt").is_file()
 
 
 def test_execution_environment_installs_this_collection_version() -> None:
     version = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
     assert f"thinkus-ops-{version}.tar.gz" in (EE_DIR / "execution-environment.yml").read_text()
+
+
+def test_pins_match_requirements_txt() -> None:
+    assert ee.check() == []
+
+
+def test_a_pin_that_differs_from_requirements_txt_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drifted = tmp_path / "requirements-ee.txt"
+    drifted.write_text((EE_DIR / "requirements-ee.txt").read_text().replace("boto3==1.44.8", "boto3==1.40.0") + "left-pad==1.0\n")
+    monkeypatch.setattr(ee, "EE_REQUIREMENTS", drifted)
+    problems = ee.check()
+    assert "requirements-ee.txt pins boto3==1.40.0, requirements.txt boto3==1.44.8" in problems
+    assert any("left-pad" in p and "does not pin" in p for p in problems)
+
+
+def test_an_unpinned_line_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.txt"
+    path.write_text("kubernetes>=30\n")
+    with pytest.raises(ee.EEError, match="not pinned as name==version"):
+        ee.read_pins(path)
+
+
+def test_a_base_image_by_tag_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ee.EEError, match="pinned by digest"):
+        ee._definition_for_build(tmp_path, "127.0.0.1:5000/thinkus-base/python:3.11-slim-bookworm")
