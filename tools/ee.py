@@ -109,7 +109,9 @@ def check() -> list[str]:
     version = galaxy_version()
     text = DEFINITION.read_text()
     if f"thinkus-ops-{version}.tar.gz" not in text or f"thinkus-ops-ee:{version}" not in text:
-        problems.append(f"execution-environment.yml must install thinkus-ops-{version}.tar.gz and tag thinkus-ops-ee:{version}")
+        problems.append(
+            f"execution-environment.yml must install thinkus-ops-{version}.tar.gz and tag thinkus-ops-ee:{version}"
+        )
     if NAVIGATOR_SETTINGS.is_file():
         nav = yaml.safe_load(NAVIGATOR_SETTINGS.read_text()) or {}
         image = (nav.get("ansible-navigator", {}).get("execution-environment", {}) or {}).get("image", "")
@@ -134,7 +136,7 @@ def _local_settings() -> tuple[str, dict[str, str]]:
 
 
 def base_reference(registry: str, auth: dict[str, str]) -> str:
-    from tools.localenv.images import _registry_digest  # noqa: PLC0415 - only the build needs the registry
+    from tools.localenv.images import _registry_digest
 
     digest = _registry_digest(registry, BASE_REPOSITORY, BASE_TAG, auth)
     if not digest:
@@ -217,7 +219,7 @@ def build(push: bool = True) -> dict[str, object]:
         raise EEError(f"ansible-builder build failed (log {log}):\n" + "\n".join(tail))
     built = time.monotonic() - t0
     result: dict[str, object] = {"image": tag, "base": base, "build_seconds": round(built, 1)}
-    import docker  # noqa: PLC0415 - the virtualenv's SDK
+    import docker
 
     api = docker.APIClient(version="auto", timeout=600)
     result["size_bytes"] = api.inspect_image(tag)["Size"]

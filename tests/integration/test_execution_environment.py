@@ -119,7 +119,11 @@ def job_env(jt: dict[str, Any], job_credentials: dict[str, Any]) -> dict[str, st
 
 
 def navigator(
-    jt: dict[str, Any], image: str, job_credentials: dict[str, Any], tmp_path: Path, extra_vars: dict[str, Any] | None = None
+    jt: dict[str, Any],
+    image: str,
+    job_credentials: dict[str, Any],
+    tmp_path: Path,
+    extra_vars: dict[str, Any] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """ansible-navigator run of a job template's playbook, with its credentials' injections only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_AUTH_", "THINKUS_", "AWS_", "VERCEL_"))}
@@ -170,12 +174,24 @@ def test_ee_contains_what_the_roles_need(ee_image: str) -> None:
         "print(json.dumps({p: m.version(p) for p in ['ansible','ansible-core','ansible-runner','kubernetes',"
         "'docker','boto3','psycopg2-binary','redis','cryptography']}))"
     )
-    res = subprocess.run(["docker", "run", "--rm", ee_image, "python3", "-c", script], capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        ["docker", "run", "--rm", ee_image, "python3", "-c", script], capture_output=True, text=True, check=True
+    )
     installed = json.loads(res.stdout)
     pins = ee.read_pins(REPO_ROOT / "requirements.txt")
-    assert installed == {name: pins[name] for name in installed}, "the EE's Python packages differ from requirements.txt"
+    assert installed == {name: pins[name] for name in installed}, (
+        "the EE's Python packages differ from requirements.txt"
+    )
     res = subprocess.run(
-        ["docker", "run", "--rm", ee_image, "sh", "-c", "pg_dump --version && redis-cli --version && ansible-galaxy collection list thinkus.ops"],
+        [
+            "docker",
+            "run",
+            "--rm",
+            ee_image,
+            "sh",
+            "-c",
+            "pg_dump --version && redis-cli --version && ansible-galaxy collection list thinkus.ops",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -245,7 +261,11 @@ def test_scheduled_backups_and_the_drill_run_in_the_ee(
     for kind in kinds_seen:
         assert any(f"/{kind}/" in k for k in keys), f"no {kind} backup under {backup_prefix}: {keys}"
     res = navigator(
-        drill_jt, ee_image, job_credentials, tmp_path, extra_vars={"backup_s3_prefix": backup_prefix, "backup_drill_kinds": sorted(kinds_seen)}
+        drill_jt,
+        ee_image,
+        job_credentials,
+        tmp_path,
+        extra_vars={"backup_s3_prefix": backup_prefix, "backup_drill_kinds": sorted(kinds_seen)},
     )
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert_no_secret(res.stdout + res.stderr, secrets)

@@ -135,7 +135,12 @@ def test_playbook_passes_every_configured_key_to_its_module() -> None:
 def _read_from_environment() -> str:
     """Everything that can read an environment variable in a job: inventories, roles, plugins, playbooks."""
     parts = []
-    for pattern in ("inventories/*/group_vars/**/*.yml", "roles/*/defaults/*.yml", "playbooks/*.yml", "plugins/**/*.py"):
+    for pattern in (
+        "inventories/*/group_vars/**/*.yml",
+        "roles/*/defaults/*.yml",
+        "playbooks/*.yml",
+        "plugins/**/*.py",
+    ):
         parts += [p.read_text() for p in ROOT.glob(pattern)]
     return "\n".join(parts)
 
@@ -144,7 +149,7 @@ def test_every_injected_variable_is_read_by_what_the_jobs_run() -> None:
     """A credential type that injects a variable nothing reads passes a credential into the void."""
     text = _read_from_environment()
     for ctype in CONFIG["awx_credential_types"]:
-        for name in (ctype["injectors"].get("env") or {}):
+        for name in ctype["injectors"].get("env") or {}:
             assert f"'{name}'" in text or f'"{name}"' in text or f"E({name})" in text, (
                 f"credential type {ctype['name']!r} injects {name}, which no inventory, role or plugin reads"
             )
@@ -172,7 +177,12 @@ def test_cluster_playbooks_get_a_kubeconfig_credential() -> None:
     """deploy, rollback, backup and the drill check the cluster's identity in preflight."""
     kinds = {c["name"]: c["credential_type"] for c in CONFIG["awx_credentials"]}
     for jt in CONFIG["awx_job_templates"]:
-        if jt["playbook"] in ("playbooks/deploy.yml", "playbooks/rollback.yml", "playbooks/backup.yml", "playbooks/restore_drill.yml"):
+        if jt["playbook"] in (
+            "playbooks/deploy.yml",
+            "playbooks/rollback.yml",
+            "playbooks/backup.yml",
+            "playbooks/restore_drill.yml",
+        ):
             assert "Thinkus Kubeconfig" in {kinds[c] for c in jt["credentials"]}, jt["name"]
 
 
@@ -181,4 +191,6 @@ def test_schedules_pass_variables_their_playbook_reads() -> None:
     for sched in CONFIG["awx_schedules"]:
         playbook = (ROOT / templates[sched["unified_job_template"]]["playbook"]).read_text()
         for var in sched.get("extra_data", {}):
-            assert var in playbook, f"{sched['name']}: {var} is not read by {templates[sched['unified_job_template']]['playbook']}"
+            assert var in playbook, (
+                f"{sched['name']}: {var} is not read by {templates[sched['unified_job_template']]['playbook']}"
+            )

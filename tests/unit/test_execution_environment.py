@@ -62,7 +62,9 @@ def test_pins_match_requirements_txt() -> None:
 
 def test_a_pin_that_differs_from_requirements_txt_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     drifted = tmp_path / "requirements-ee.txt"
-    drifted.write_text((EE_DIR / "requirements-ee.txt").read_text().replace("boto3==1.44.8", "boto3==1.40.0") + "left-pad==1.0\n")
+    drifted.write_text(
+        (EE_DIR / "requirements-ee.txt").read_text().replace("boto3==1.44.8", "boto3==1.40.0") + "left-pad==1.0\n"
+    )
     monkeypatch.setattr(ee, "EE_REQUIREMENTS", drifted)
     problems = ee.check()
     assert "requirements-ee.txt pins boto3==1.40.0, requirements.txt boto3==1.44.8" in problems

@@ -182,6 +182,7 @@ def _ensure_bridge() -> None:
     # rules, a packet to it goes to the pod bridge (and nowhere), not to the default route.
     _ip("route", "replace", k8s.SERVICE_CIDR, "dev", BRIDGE)
     _ensure_forwarding()
+    _ensure_host_services()
     if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
         subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
     for knob in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
@@ -230,8 +231,39 @@ def _remove_forwarding() -> None:
         _iptables("-X", FORWARD_CHAIN, check=False)
 
 
+# The local environment's loopback services that pods use, as a managed service would be used
+# from a cluster: the backup CronJobs' pods reach PostgreSQL, Redis and the S3 store at the node
+# address, forwarded to the loopback (kube-proxy does the same for a NodePort on localhost).
+HOST_SERVICE_PORTS = {"postgres": 15432, "redis": 16379, "s3": 19000}
+HOST_SERVICES_CHAIN = "THINKUS-NODE-HOST-SERVICES"
+
+
+def _ensure_host_services() -> None:
+    # a packet whose destination becomes 127.0.0.1 must be routable from the bridge
+    Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1\n")
+    if not _iptables("-t", "nat", "-n", "-L", HOST_SERVICES_CHAIN, check=False):
+        _iptables("-t", "nat", "-N", HOST_SERVICES_CHAIN)
+    for port in HOST_SERVICE_PORTS.values():
+        rule = ("-p", "tcp", "--dport", str(port), "-j", "DNAT", "--to-destination", f"127.0.0.1:{port}")
+        if not _iptables("-t", "nat", "-C", HOST_SERVICES_CHAIN, *rule, check=False):
+            _iptables("-t", "nat", "-A", HOST_SERVICES_CHAIN, *rule)
+    jump = ("-i", BRIDGE, "-d", NODE_IP, "-j", HOST_SERVICES_CHAIN)
+    if not _iptables("-t", "nat", "-C", "PREROUTING", *jump, check=False):
+        _iptables("-t", "nat", "-I", "PREROUTING", "1", *jump)
+
+
+def _remove_host_services() -> None:
+    while _iptables(
+        "-t", "nat", "-D", "PREROUTING", "-i", BRIDGE, "-d", NODE_IP, "-j", HOST_SERVICES_CHAIN, check=False
+    ):
+        pass
+    if _iptables("-t", "nat", "-F", HOST_SERVICES_CHAIN, check=False):
+        _iptables("-t", "nat", "-X", HOST_SERVICES_CHAIN, check=False)
+
+
 def _remove_network(ctx: Context) -> None:
     _remove_forwarding()
+    _remove_host_services()
     _ip("route", "del", k8s.SERVICE_CIDR, "dev", BRIDGE, check=False)
     if _ip("link", "show", BRIDGE, check=False).returncode == 0:
         _ip("link", "del", BRIDGE, check=False)

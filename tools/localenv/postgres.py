@@ -18,6 +18,7 @@ from ._proc import Context, LocalEnvError, run, say, spawn, stop, wait_for
 NAME = "postgres"
 HOST = "127.0.0.1"
 PORT = 15432
+POD_HBA_LINE = "host all all 10.244.0.0/16 scram-sha-256"
 DB = "thinkus"
 USER = "thinkus"
 
@@ -151,6 +152,13 @@ def up(ctx: Context) -> dict[str, str]:
     conn = _connect(superpass)
     conn.autocommit = True
     with conn.cursor() as cur:
+        # Pods of the real node (node.py) reach this server at the node address, forwarded to the
+        # loopback: their own addresses need a password entry like the loopback's.
+        hba = data / "pg_hba.conf"
+        if POD_HBA_LINE not in hba.read_text():
+            with hba.open("a") as fh:
+                fh.write(f"# pods of the local real node (tools/localenv/node.py)\n{POD_HBA_LINE}\n")
+            cur.execute("SELECT pg_reload_conf()")
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (USER,))
         verb = "ALTER" if cur.fetchone() else "CREATE"
         cur.execute(f"{verb} ROLE {USER} LOGIN CREATEDB PASSWORD %s", (password,))
