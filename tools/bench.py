@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "monitoring": ([], []),
     "k8s": (["--runs", "5"], ["--runs", "2"]),
     "localenv": (["--runs", "5"], ["--runs", "2"]),
+    "ee": (["--runs", "3"], ["--runs", "1"]),
 }
 
 
