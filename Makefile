@@ -18,7 +18,7 @@ setup: ## virtualenv with pinned dependencies + thinkus.ops linked from this tre
 test: setup ## the whole suite: lint, sanity, unit, integration, molecule
 	@tools/test.sh
 
-lint: setup ## yamllint, ansible-lint (production profile), ruff, argument specs, changelog, shellcheck, actionlint
+lint: setup ## yamllint, ansible-lint (production profile), ruff, argument specs, changelog, shellcheck, actionlint, EE pins
 	@$(MAKE) --no-print-directory -k lint-yaml lint-ansible lint-python lint-specs lint-changelog lint-shell lint-workflows lint-readme lint-ee
 
 lint-yaml:
