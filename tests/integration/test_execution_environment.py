@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -290,3 +291,50 @@ def test_a_wrong_kubeconfig_credential_fails_the_job_in_preflight(
     assert "changed=0" in out, out[-3000:]
     # the good one again, for the tests after this one
     inject("Thinkus Kubeconfig", {"kubeconfig": (LOCAL / "kubeconfig").read_text()}, files)
+
+
+def test_a_job_without_its_credentials_fails_at_its_start_naming_them(tmp_path: Path) -> None:
+    """prod's backup job with nothing injected: each missing credential named with its AWX type."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_AUTH_", "THINKUS_", "AWS_"))}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config to fall back to
+    res = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "ansible-playbook"), "playbooks/backup.yml", "-i", "inventories/prod"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    out = " ".join(out.split())  # the callback wraps long messages
+    assert "set AWS_SECRET_ACCESS_KEY in the job's environment" in out
+    assert 'in AWX: a credential of the type "Thinkus Backup Store"' in out
+    assert "set K8S_AUTH_KUBECONFIG in the job's environment" in out
+    assert 'in AWX: a credential of the type "Thinkus Kubeconfig"' in out
+    assert "Take the backups and prune" not in out, "the job went on after its preflight failed"
+
+
+def test_a_job_without_a_python_package_it_imports_fails_at_its_start_naming_it(tmp_path: Path) -> None:
+    """A Python without boto3 and psycopg2 (a bare virtualenv): the backup job names the packages."""
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "bare")], check=True)
+    res = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "ansible-playbook"),
+            "playbooks/backup.yml",
+            "-i",
+            "inventories/local",
+            "-e",
+            f"ansible_python_interpreter={tmp_path / 'bare' / 'bin' / 'python'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "lacks boto3, psycopg2-binary, redis, cryptography" in " ".join(out.split()), out[-3000:]
+    assert "Take the backups and prune" not in out
