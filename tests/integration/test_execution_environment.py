@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -58,8 +59,18 @@ def ee_image() -> str:
 
 
 def _render(template: str, context: dict[str, Any]) -> str:
+    """awx.yml's injectors as AWX gets them (Ansible renders the {% raw %} away), then as AWX renders them."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - not HTML
-    return env.from_string(template).render(**context)
+    as_sent = env.from_string(template).render()
+    return env.from_string(as_sent).render(**context)
+
+
+# ansible-runner's job events ride along in the output as base64 that the terminal erases again
+_EVENT = re.compile(r"\x1b\[K(?:[A-Za-z0-9+/=]*\x1b\[\d+D\x1b\[K)?")
+
+
+def plain(output: str) -> str:
+    return _EVENT.sub("", output)
 
 
 def inject(type_name: str, inputs: dict[str, str], files_dir: Path) -> dict[str, str]:
@@ -156,7 +167,8 @@ def navigator(
         path = job_credentials["files"] / f"extra-{uuid.uuid4().hex[:8]}.json"
         path.write_text(json.dumps(extra_vars))
         cmd += ["-e", f"@{path}"]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1800)
+    res = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1800)
+    return subprocess.CompletedProcess(res.args, res.returncode, plain(res.stdout), plain(res.stderr))
 
 
 def recap(output: str) -> dict[str, int]:
