@@ -29,7 +29,7 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT
+from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT, run_playbook
 from tools import ee
 from tools.localenv import _secrets
 from tools.localenv._proc import Context
@@ -214,10 +214,13 @@ def test_ee_contains_what_the_roles_need(ee_image: str) -> None:
     assert "/usr/share/ansible/collections" in res.stdout
 
 
-def test_deploy_job_in_the_ee_is_a_no_op_after_the_demo(
+def test_deploy_job_in_the_ee_agrees_with_a_plain_run(
     ee_image: str, job_credentials: dict[str, Any], creds: dict[str, str], tmp_path: Path
 ) -> None:
+    """After a plain `ansible-playbook` deploy converged, the same job in the EE changes nothing."""
     jt = template(f"thinkus - Deploy {ENVIRONMENT}")
+    converged = run_playbook(jt["playbook"], inventory=str(REPO_ROOT / "inventories" / "local"))
+    assert converged.rc == 0, converged.output[-3000:]
     t0 = time.monotonic()
     res = navigator(jt, ee_image, job_credentials, tmp_path)
     elapsed = time.monotonic() - t0
