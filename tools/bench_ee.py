@@ -52,7 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     tag = ee.image_tag()
     print("warm EE build ...", flush=True)
-    build_seconds, _ = _timed([str(BIN / "python"), "-m", "tools.ee", "build", "--no-push"])
+    build_seconds, _output = _timed([str(BIN / "python"), "-m", "tools.ee", "build", "--no-push"])
     inspect = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=True)
     size = json.loads(inspect.stdout)[0]["Size"]
     plain_cmd = [str(BIN / "ansible-playbook"), "playbooks/deploy.yml", "-i", "inventories/local"]
