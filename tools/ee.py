@@ -173,7 +173,7 @@ def _bin(name: str) -> str:
     return str(local) if local.exists() else name
 
 
-def build(push: bool = True) -> dict[str, object]:
+def build(push: bool = True, no_cache: bool = False) -> dict[str, object]:
     problems = check()
     if problems:
         raise EEError("the EE definition does not match requirements.txt:\n  " + "\n  ".join(problems))
@@ -208,6 +208,7 @@ def build(push: bool = True) -> dict[str, object]:
                     tag,
                     "-v",
                     "2",
+                    *(["--no-cache"] if no_cache else []),
                 ],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
@@ -218,7 +219,7 @@ def build(push: bool = True) -> dict[str, object]:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         raise EEError(f"ansible-builder build failed (log {log}):\n" + "\n".join(tail))
     built = time.monotonic() - t0
-    result: dict[str, object] = {"image": tag, "base": base, "build_seconds": round(built, 1)}
+    result: dict[str, object] = {"image": tag, "base": base, "build_seconds": round(built, 1), "cold": no_cache}
     import docker
 
     api = docker.APIClient(version="auto", timeout=600)
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the EE image and push it to the local registry")
     b.add_argument("--no-push", action="store_true")
+    b.add_argument("--no-cache", action="store_true", help="no layer cache: the cold build time")
     sub.add_parser("check", help="the EE's pins equal requirements.txt")
     sub.add_parser("info", help="the last build's image, size and digest (JSON)")
     args = parser.parse_args(argv)
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "info":
             print((ROOT / ".local" / "artifacts" / "ee.json").read_text(), end="")
             return 0
-        build(push=not args.no_push)
+        build(push=not args.no_push, no_cache=args.no_cache)
     except (EEError, subprocess.CalledProcessError) as err:
         print(f"ee: {err}", file=sys.stderr)
         return 1
