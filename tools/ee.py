@@ -77,6 +77,20 @@ def image_tag() -> str:
     return f"thinkus-ops-ee:{galaxy_version()}"
 
 
+def _bundled_collection_versions() -> dict[str, str]:
+    """Versions of the collections in the installed `ansible` package (the tests' set); empty without it."""
+    try:
+        import ansible_collections
+    except ImportError:
+        return {}
+    versions = {}
+    for root in map(Path, ansible_collections.__path__):
+        for manifest in root.glob("*/*/MANIFEST.json"):
+            info = json.loads(manifest.read_text())["collection_info"]
+            versions.setdefault(f"{info['namespace']}.{info['name']}", str(info["version"]))
+    return versions
+
+
 def check() -> list[str]:
     """What differs between the EE definition and the set the tests run with (empty: consistent)."""
     problems: list[str] = []
@@ -106,6 +120,18 @@ def check() -> list[str]:
             "dependencies.galaxy: the collections come from the pinned `ansible` package in requirements-ee.txt, "
             "as in the tests; a galaxy requirements file would float"
         )
+    collections = yaml.safe_load((EE_DIR / "requirements.yml").read_text())["collections"]
+    wanted = sorted(c["name"] for c in collections)
+    bundled = _bundled_collection_versions()
+    for c in collections:
+        if bundled and str(c.get("version")) != bundled.get(c["name"]):
+            problems.append(
+                f"execution-environment/requirements.yml pins {c['name']} {c.get('version')}, the pinned ansible "
+                f"package carries {bundled.get(c['name'], 'none')}"
+            )
+    kept = re.search(r"keep-collections ([a-z0-9_. ]+)$", DEFINITION.read_text(), re.M)
+    if not kept or sorted(kept.group(1).split()) != wanted:
+        problems.append(f"execution-environment.yml must keep exactly the collections of requirements.yml: {wanted}")
     version = galaxy_version()
     text = DEFINITION.read_text()
     if f"thinkus-ops-{version}.tar.gz" not in text or f"thinkus-ops-ee:{version}" not in text:

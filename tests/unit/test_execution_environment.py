@@ -14,6 +14,7 @@ from tools import ee
 
 ROOT = Path(__file__).resolve().parents[2]
 EE_DIR = ROOT / "execution-environment"
+DEFINITION_TEXT = (EE_DIR / "execution-environment.yml").read_text()
 
 
 def test_ansible_builder_create_writes_a_containerfile(tmp_path: Path) -> None:
@@ -81,3 +82,19 @@ def test_an_unpinned_line_is_refused(tmp_path: Path) -> None:
 def test_a_base_image_by_tag_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ee.EEError, match="pinned by digest"):
         ee._definition_for_build(tmp_path, "127.0.0.1:5000/thinkus-base/python:3.11-slim-bookworm")
+
+
+def test_a_collection_version_other_than_the_bundle_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ee_dir = tmp_path / "execution-environment"
+    shutil.copytree(EE_DIR, ee_dir)
+    path = ee_dir / "requirements.yml"
+    path.write_text(path.read_text().replace('version: "6.2.0"', 'version: "5.0.0"'))
+    monkeypatch.setattr(ee, "EE_DIR", ee_dir)
+    assert any("pins kubernetes.core 5.0.0, the pinned ansible package carries 6.2.0" in p for p in ee.check())
+
+
+def test_the_kept_collections_are_those_of_requirements_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    definition = tmp_path / "execution-environment.yml"
+    definition.write_text(DEFINITION_TEXT.replace(" awx.awx\n", "\n"))
+    monkeypatch.setattr(ee, "DEFINITION", definition)
+    assert any("must keep exactly the collections of requirements.yml" in p for p in ee.check())
