@@ -106,6 +106,7 @@ def check() -> list[str]:
             problems.append(f"requirements-ee.txt pins {name}=={version}, requirements.txt {name}=={want[name]}")
     definition = yaml.safe_load(DEFINITION.read_text())
     deps = definition.get("dependencies", {})
+    steps = " ".join(str(x) for x in (definition.get("additional_build_steps") or {}).get("append_builder") or [])
     for key in ("ansible_core", "ansible_runner"):
         spec = str((deps.get(key) or {}).get("package_pip", ""))
         m = PIN.match(spec)
@@ -115,9 +116,15 @@ def check() -> list[str]:
         name, version = _norm(m.group(1)), m.group(3)
         if want.get(name) != version:
             problems.append(f"dependencies.{key} pins {name}=={version}, requirements.txt {name}=={want.get(name)}")
+    bundle = re.search(r"--target /output/ansible-bundle (ansible==\S+)", steps)
+    if not bundle or bundle.group(1) != f"ansible=={want.get('ansible')}":
+        problems.append(
+            "append_builder must install the ansible package pinned in requirements.txt "
+            f"(ansible=={want.get('ansible')})"
+        )
     if "galaxy" in deps:
         problems.append(
-            "dependencies.galaxy: the collections come from the pinned `ansible` package in requirements-ee.txt, "
+            "dependencies.galaxy: the collections come from the pinned `ansible` package (append_builder), "
             "as in the tests; a galaxy requirements file would float"
         )
     collections = yaml.safe_load((EE_DIR / "requirements.yml").read_text())["collections"]
@@ -129,7 +136,7 @@ def check() -> list[str]:
                 f"execution-environment/requirements.yml pins {c['name']} {c.get('version')}, the pinned ansible "
                 f"package carries {bundled.get(c['name'], 'none')}"
             )
-    kept = re.search(r"keep-collections ([a-z0-9_. ]+)$", DEFINITION.read_text(), re.M)
+    kept = re.search(r"keep-collections /output/ansible-bundle/ansible_collections ([a-z0-9_. ]+)", steps)
     if not kept or sorted(kept.group(1).split()) != wanted:
         problems.append(f"execution-environment.yml must keep exactly the collections of requirements.yml: {wanted}")
     version = galaxy_version()

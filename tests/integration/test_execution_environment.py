@@ -184,7 +184,7 @@ def assert_no_secret(text: str, secrets: list[str]) -> None:
 def test_ee_contains_what_the_roles_need(ee_image: str) -> None:
     script = (
         "import importlib.metadata as m, json;"
-        "print(json.dumps({p: m.version(p) for p in ['ansible','ansible-core','ansible-runner','kubernetes',"
+        "print(json.dumps({p: m.version(p) for p in ['ansible-core','ansible-runner','kubernetes',"
         "'docker','boto3','psycopg2-binary','redis','cryptography']}))"
     )
     res = subprocess.run(
@@ -212,6 +212,16 @@ def test_ee_contains_what_the_roles_need(ee_image: str) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "pg_dump (PostgreSQL) 15" in res.stdout
     assert "/usr/share/ansible/collections" in res.stdout
+    # the collections: exactly those of execution-environment/requirements.yml, at their pinned versions
+    res = subprocess.run(
+        ["docker", "run", "--rm", ee_image, "ansible-galaxy", "collection", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = {name: info["version"] for path in json.loads(res.stdout).values() for name, info in path.items()}
+    pinned = yaml.safe_load((REPO_ROOT / "execution-environment" / "requirements.yml").read_text())["collections"]
+    assert found == {"thinkus.ops": ee.galaxy_version()} | {c["name"]: c["version"] for c in pinned}
 
 
 def test_deploy_job_in_the_ee_agrees_with_a_plain_run(

@@ -46,7 +46,8 @@ def test_ansible_builder_create_writes_a_containerfile(tmp_path: Path) -> None:
     assert "COPY _build/collections/thinkus-ops-0.1.0.tar.gz /tmp/thinkus-ops-0.1.0.tar.gz" in containerfile
     assert "ansible-galaxy collection install /tmp/thinkus-ops-0.1.0.tar.gz" in containerfile
     assert not (context / "_build" / "requirements.yml").exists(), "collections come from the pinned ansible package"
-    assert "ansible==12.3.0" in (context / "_build" / "requirements.txt").read_text()
+    assert "--target /output/ansible-bundle ansible==12.3.0" in containerfile
+    assert "COPY --from=builder /output/ansible-bundle/ansible_collections" in containerfile
     assert "ARG EE_BASE_IMAGE" in containerfile
     assert 'ARG PKGMGR="/usr/local/sbin/apt-pkgmgr"' in containerfile
     assert (context / "_build" / "bindep.txt").is_file()
@@ -96,5 +97,6 @@ def test_a_collection_version_other_than_the_bundle_is_named(tmp_path: Path, mon
 def test_the_kept_collections_are_those_of_requirements_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     definition = tmp_path / "execution-environment.yml"
     definition.write_text(DEFINITION_TEXT.replace(" awx.awx\n", "\n"))
+    assert definition.read_text() != DEFINITION_TEXT
     monkeypatch.setattr(ee, "DEFINITION", definition)
     assert any("must keep exactly the collections of requirements.yml" in p for p in ee.check())
