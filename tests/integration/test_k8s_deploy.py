@@ -311,6 +311,21 @@ BAD_INPUTS = [
         "is '127.0.0.1:5000/thinkus/go-orchestrator:latest': it must be an image reference",
         id="image-latest",
     ),
+    pytest.param(
+        {"k8s_deploy_lock_duration": 10},
+        "k8s_deploy_lock_duration (10 s) is too short for k8s_deploy_request_timeout (10 s)",
+        id="lock-shorter-than-two-requests",
+    ),
+    pytest.param(
+        {"k8s_deploy_tolerations": [{"key": "thinkus.ops/real-node", "effect": "Never"}]},
+        "k8s_deploy_tolerations must be a list of {key, operator: Equal|Exists, value, effect:",
+        id="toleration-effect",
+    ),
+    pytest.param(
+        {"k8s_deploy_service_overrides": {"worker": {"liveness_probe": "/healthz"}}},
+        "k8s_deploy_services['worker'].liveness_probe: path must start with '/' (got 'nothing')",
+        id="probe-not-a-mapping",
+    ),
 ]
 
 
