@@ -88,7 +88,12 @@ class Endpoint:
     exec_spec: dict[str, Any] | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        # A cluster CA replaces the system's roots, as in client-go (and loading those roots
+        # is most of the cost of a context); without one, the system's roots are used.
+        if not self.insecure and (self.ca_data is not None or self.ca_file):
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        else:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

@@ -83,6 +83,21 @@ class ControllerModuleAction(ActionBase):
     _supports_check_mode = True
     _supports_async = True  # async goes to the module, which supports it
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Import the module's code when its action plugin is loaded.
+
+        The strategy loads each task's action plugin class in the main process (to read
+        BYPASS_HOST_LOOP) before it forks the worker that runs the task: importing the module
+        (and its module_utils) there means every worker inherits it, instead of each paying
+        for the import again.
+        """
+        super().__init_subclass__(**kwargs)
+        name = cls.__module__.rsplit(".", 1)[-1]
+        try:
+            importlib.import_module(f"{MODULES_PACKAGE}.{name}")
+        except ImportError:  # reported where it matters: when the task runs (module_code)
+            pass
+
     def in_controller(self) -> bool:
         """Whether running in this process is the same as running the module on its target."""
         connection = getattr(self._connection, "transport", None) or self._play_context.connection

@@ -287,3 +287,21 @@ def test_auth_provider_is_left_to_the_kubernetes_package(tmp_path: Path) -> None
     assert client.transport is None and client.api is not None
     with pytest.raises(_k8s.K8sError):
         client.request("GET", "/version")
+
+
+def test_a_cluster_ca_replaces_the_system_roots(pki: dict[str, Any], tmp_path: Path) -> None:
+    """As in client-go: with a certificate authority the server must chain to it, not to any system root."""
+    path = _write(
+        tmp_path / "kubeconfig",
+        {"c": {"server": f"https://127.0.0.1:{pki['ports']['ip']}", "certificate-authority-data": _b64(pki["ca"])}},
+        {"u": {"token": "t"}},
+    )
+    context = _k8s.K8sClient(path, None, request_timeout=5).transport.endpoint.ssl_context()  # type: ignore[union-attr]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    trusted = context.get_ca_certs(binary_form=True)
+    assert trusted == [x509.load_pem_x509_certificate(pki["ca"]).public_bytes(serialization.Encoding.DER)]
+    without = _write(
+        tmp_path / "system", {"c": {"server": f"https://127.0.0.1:{pki['ports']['ip']}"}}, {"u": {"token": "t"}}
+    )
+    system = _k8s.K8sClient(without, None, request_timeout=5).transport.endpoint.ssl_context()  # type: ignore[union-attr]
+    assert system.verify_mode == ssl.CERT_REQUIRED and system.check_hostname
