@@ -273,9 +273,13 @@ def test_compose_file_is_validated(tmp_path: Path, sources: Path, prefix: str) -
     }
     result = run_role(tmp_path, services_for(prefix, "worker"), sources, extra_vars=extra)
     assert result.rc != 0
-    assert "failed to validate" in result.output
-    assert "services.redis.ports contains an invalid type" in result.output
+    flat = " ".join(result.output.split())
+    assert "docker-compose.yml: docker-compose rejected it" in flat, result.output[-3000:]
+    assert "services.redis.ports contains an invalid type" in flat
+    assert "Nothing was written." in flat
+    # one step for both files: the image references are not written either
     assert not (tmp_path / "artifacts" / "docker-compose.yml").exists()
+    assert not list((tmp_path / "artifacts").glob("*.json"))
 
 
 def _base_refs_in_registry() -> list[str]:
