@@ -20,6 +20,7 @@ connection (delegation to a host over SSH), ``become``, ``async``, or a task ``e
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 from types import ModuleType
@@ -93,10 +94,8 @@ class ControllerModuleAction(ActionBase):
         """
         super().__init_subclass__(**kwargs)
         name = cls.__module__.rsplit(".", 1)[-1]
-        try:
+        with contextlib.suppress(ImportError):  # reported where it matters: when the task runs (module_code)
             importlib.import_module(f"{MODULES_PACKAGE}.{name}")
-        except ImportError:  # reported where it matters: when the task runs (module_code)
-            pass
 
     def in_controller(self) -> bool:
         """Whether running in this process is the same as running the module on its target."""
