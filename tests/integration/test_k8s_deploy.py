@@ -287,8 +287,13 @@ BAD_INPUTS = [
     ),
     pytest.param(
         {"k8s_deploy_service_overrides": {"py-ai-engine": {"hpa": {"min_replicas": 5, "max_replicas": 3}}}},
-        "k8s_deploy_services['py-ai-engine'].hpa must be {} or {min_replicas, max_replicas, cpu_utilization}",
+        "k8s_deploy_services['py-ai-engine'].hpa must be {} or {min_replicas, max_replicas, cpu_utilization,",
         id="hpa-min-above-max",
+    ),
+    pytest.param(
+        {"k8s_deploy_service_overrides": {"py-ai-engine": {"hpa": {"min_replicas": 1, "max_replicas": 2, "scale_down_stabilization_seconds": 7200}}}},
+        "a stabilization window of 0 to 3600 seconds (got min 1, max 2, window 7200)",
+        id="hpa-window-too-long",
     ),
     pytest.param(
         {"k8s_deploy_service_overrides": {"go-orchestrator": {"readiness_probe": {"path": "ready"}}}},

@@ -23,7 +23,7 @@ from types import ModuleType
 
 import yaml
 
-from . import alertmanager, docker, images, k8s, node, postgres, prometheus, redis, registry, s3, vercel
+from . import alertmanager, docker, images, k8s, metrics, node, postgres, prometheus, redis, registry, s3, vercel
 from ._proc import Context, LocalEnvError, say
 
 COMPONENTS: list[ModuleType] = [
@@ -38,6 +38,7 @@ COMPONENTS: list[ModuleType] = [
     vercel,
     k8s,
     node,
+    metrics,
 ]
 BY_NAME = {m.NAME: m for m in COMPONENTS}
 
@@ -50,9 +51,10 @@ def _select(names: list[str]) -> list[ModuleType]:
 
 
 class Prebuild:
-    """The Go builds (Kubernetes, kwok, etcd, the node's kubelet, kube-proxy and CoreDNS) on a
-    thread of their own, while the components before Kubernetes come up: on a cold machine the
-    downloads and Debian's debootstrap then overlap the compilation instead of following it.
+    """The Go builds (Kubernetes, kwok, etcd, the node's kubelet, kube-proxy and CoreDNS,
+    metrics-server and kube-state-metrics) on a thread of their own, while the components
+    before Kubernetes come up: on a cold machine the downloads and Debian's debootstrap
+    then overlap the compilation instead of following it.
     Later runs find every binary in the cache, and the thread ends at once."""
 
     def __init__(self, ctx: Context, build: Callable[[Context], object]) -> None:
@@ -75,6 +77,8 @@ class Prebuild:
     def start(cls, ctx: Context, selected: list[ModuleType]) -> Prebuild | None:
         if k8s.external_kubeconfig(ctx):
             return None  # a cluster of the user's own: nothing to build
+        if metrics in selected:
+            return cls(ctx, lambda c: (node.build(c), metrics.build(c)))
         if node in selected:
             return cls(ctx, node.build)
         if k8s in selected:
@@ -101,7 +105,7 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
     prebuild = Prebuild.start(ctx, selected)
     took: dict[str, float] = {}
     for comp in selected:
-        if comp in (k8s, node) and prebuild:
+        if comp in (k8s, node, metrics) and prebuild:
             prebuild.join()
         t0 = time.monotonic()
         was_up = comp.status(ctx)[0]
@@ -145,6 +149,7 @@ def cmd_reset(ctx: Context) -> None:
     node.down(ctx)
     k8s.reset(ctx)
     node.up(ctx)
+    metrics.up(ctx)  # its RBAC, Service and APIService went with etcd
     say(f"kubernetes: reset to an empty cluster in {time.monotonic() - t0:.1f}s")
 
 

@@ -93,10 +93,12 @@ COLD_BUILD_MINUTES = {
     "etcd": 1,
     "coredns": 5,
     "pause": 1,
+    "metrics-server": 5,
+    "kube-state-metrics": 1,
 }
 
 # Downloading a module's dependencies into an empty module cache.
-COLD_DOWNLOAD_MINUTES = {"kubernetes": 2, "kwok": 0, "etcd": 0, "coredns": 2}
+COLD_DOWNLOAD_MINUTES = {"kubernetes": 2, "kwok": 0, "etcd": 0, "coredns": 2, "cluster-metrics": 1}
 
 NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
 NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -316,6 +318,9 @@ CERTS = (
     _Cert("kube-proxy", "system:kube-proxy", client=True),
     _Cert("coredns", "thinkus-local:coredns", client=True),
     _Cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",), client=True),
+    # The aggregation layer (metrics.k8s.io, tools/localenv/metrics.py): the API server proxies
+    # to extension API servers with this certificate, which they trust through their own CA.
+    _Cert("front-proxy-client", "front-proxy-client", issuer="front-proxy-ca", client=True),
 )
 CERT_DAYS = 365
 CA_DAYS = 3650
@@ -461,6 +466,7 @@ def ensure_pki(ctx: Context) -> Path:
     cas = {
         "ca": _ensure_ca(pki, "ca", "thinkus-local-kubernetes-ca"),
         "etcd-ca": _ensure_ca(pki, "etcd-ca", "thinkus-local-etcd-ca"),
+        "front-proxy-ca": _ensure_ca(pki, "front-proxy-ca", "thinkus-local-front-proxy-ca"),
     }
     for spec in CERTS:
         _issue(pki, spec, *cas[spec.issuer])
@@ -647,6 +653,16 @@ def _apiserver_argv(ctx: Context, binary: Path) -> list[str]:
         f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
         "--kubelet-preferred-address-types=InternalIP,Hostname",
+        # The aggregation layer: requests to metrics.k8s.io go to metrics-server's endpoint
+        # (the node address) with the front-proxy client certificate and the user in headers.
+        f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+        "--enable-aggregator-routing=true",
     ]
 
 
