@@ -291,7 +291,13 @@ BAD_INPUTS = [
         id="hpa-min-above-max",
     ),
     pytest.param(
-        {"k8s_deploy_service_overrides": {"py-ai-engine": {"hpa": {"min_replicas": 1, "max_replicas": 2, "scale_down_stabilization_seconds": 7200}}}},
+        {
+            "k8s_deploy_service_overrides": {
+                "py-ai-engine": {
+                    "hpa": {"min_replicas": 1, "max_replicas": 2, "scale_down_stabilization_seconds": 7200}
+                }
+            }
+        },
         "a stabilization window of 0 to 3600 seconds (got min 1, max 2, window 7200)",
         id="hpa-window-too-long",
     ),
