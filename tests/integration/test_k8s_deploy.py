@@ -302,6 +302,12 @@ BAD_INPUTS = [
         id="hpa-window-too-long",
     ),
     pytest.param(
+        {"k8s_deploy_service_overrides": {"worker": {"metrics": {"port": 9100, "path": "/metrics"}}}},
+        "k8s_deploy_services['worker'].metrics must be {} or {port, path} with port one of the ports the container"
+        " declares ([8001]; got 9100)",
+        id="metrics-port-not-declared",
+    ),
+    pytest.param(
         {"k8s_deploy_service_overrides": {"go-orchestrator": {"readiness_probe": {"path": "ready"}}}},
         "k8s_deploy_services['go-orchestrator'].readiness_probe: path must start with '/' (got 'ready')",
         id="probe-path-without-slash",

@@ -8,7 +8,7 @@ Check mode first (a server-side dry run: changes announced, nothing created), th
 run (the objects exist with the role's rendered configuration, and the Deployments'
 pods become Ready on the kwok nodes), then a second run that changes nothing. A last run
 with stand-in Prometheus Operator CRDs installed shows the switch to PrometheusRule and
-ServiceMonitor objects. Everything lives in its own namespace and is deleted afterwards.
+PodMonitor objects. Everything lives in its own namespace and is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ NAMESPACE = "thinkus-test-monitoring"
 ROLE = "thinkus.ops.monitoring : "
 APPLY_TASK = ROLE + "Apply the monitoring objects"
 SECRET = "https://hooks.slack.example/services/T000/B000/cluster-test-secret"
-CRDS = {"prometheusrules": "PrometheusRule", "servicemonitors": "ServiceMonitor"}
+CRDS = {"prometheusrules": "PrometheusRule", "podmonitors": "PodMonitor"}
 
 
 def _run(kubeconfig: Path, check: bool = False, **overrides: Any) -> PlaybookResult:
@@ -128,6 +128,9 @@ def test_the_objects_hold_the_rendered_configuration(runs: dict[str, PlaybookRes
     prometheus = yaml.safe_load(core.read_namespaced_config_map("prometheus-config", NAMESPACE).data["prometheus.yml"])
     pods_job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "thinkus-pods")
     assert pods_job["kubernetes_sd_configs"][0]["namespaces"]["names"] == ["thinkus-test-monitoring-apps"]
+    # Every service of the platform, the worker (which has no Service) included.
+    keep = [r["regex"] for r in pods_job["relabel_configs"] if r.get("action") == "keep"]
+    assert keep == ["true", "go-orchestrator|py-ai-engine|worker"]
     assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         f"alertmanager.{NAMESPACE}.svc:9093"
     ]
@@ -141,7 +144,7 @@ def test_the_objects_hold_the_rendered_configuration(runs: dict[str, PlaybookRes
     secret = core.read_namespaced_secret("alertmanager-secrets", NAMESPACE)
     assert base64.b64decode(secret.data["chat.slack_api_url"]).decode() == SECRET
     dashboards = core.read_namespaced_config_map("grafana-dashboards", NAMESPACE).data
-    assert sorted(dashboards) == ["thinkus-go-orchestrator.json", "thinkus-py-ai-engine.json"]
+    assert sorted(dashboards) == ["thinkus-go-orchestrator.json", "thinkus-py-ai-engine.json", "thinkus-worker.json"]
     assert "retention_stream" in core.read_namespaced_config_map("loki-config", NAMESPACE).data["config.yml"]
     assert "kubernetes_logs" in core.read_namespaced_config_map("vector-config", NAMESPACE).data["vector.yaml"]
     services = {s.metadata.name: s.spec.ports[0].port for s in core.list_namespaced_service(NAMESPACE).items}
@@ -169,7 +172,7 @@ def test_a_second_run_changes_nothing(runs: dict[str, PlaybookResult]) -> None:
     assert runs["second"].stats["localhost"]["changed"] == 0
 
 
-def test_operator_crds_switch_to_prometheusrule_and_servicemonitor(
+def test_operator_crds_switch_to_prometheusrule_and_podmonitor(
     runs: dict[str, PlaybookResult], api: client.ApiClient, kubeconfig: Path
 ) -> None:
     ext = client.ApiextensionsV1Api(api)
@@ -219,10 +222,10 @@ def test_operator_crds_switch_to_prometheusrule_and_servicemonitor(
     )
     assert critical["expr"] == "service:http_requests_error_ratio:rate5m > 0.05"
     assert "{{ $labels.service }}" in critical["annotations"]["summary"]
-    monitors = custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", NAMESPACE, "servicemonitors")[
-        "items"
-    ]
+    monitors = custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", NAMESPACE, "podmonitors")["items"]
     by_name = {m["metadata"]["name"]: m["spec"] for m in monitors}
-    assert sorted(by_name) == ["thinkus-go-orchestrator", "thinkus-py-ai-engine"]
+    # Pods, not Services: the worker has no Service and is monitored like the others.
+    assert sorted(by_name) == ["thinkus-go-orchestrator", "thinkus-py-ai-engine", "thinkus-worker"]
+    assert by_name["thinkus-worker"]["podMetricsEndpoints"][0]["port"] == "http"
     assert by_name["thinkus-go-orchestrator"]["selector"]["matchLabels"] == {"app": "go-orchestrator"}
     assert by_name["thinkus-go-orchestrator"]["namespaceSelector"]["matchNames"] == ["thinkus-test-monitoring-apps"]

@@ -39,7 +39,7 @@ from tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
 pytestmark = [pytest.mark.localenv, pytest.mark.slow]
 
 PROMTOOL_TESTS = REPO_ROOT / "tests" / "promtool"
-SERVICES = ("go-orchestrator", "py-ai-engine")  # the role's default monitoring_services
+SERVICES = ("go-orchestrator", "py-ai-engine")  # monitoring_services of inventories/local
 SEED_FIELDS = ("timestamp", "level", "service", "trace_id", "user_id", "message", "extra")
 SLACK_URL = "https://hooks.slack.example/services/T000/B000/rendered-test-secret"
 PD_KEY = "pd-routing-key-rendered-test-secret"

@@ -199,6 +199,24 @@ def test_the_platform_runs_on_the_real_node(api: client.ApiClient, platform: str
             assert status.image_id.split("@")[-1] == spec.containers[0].image.split("@")[-1], name
 
 
+def test_every_pod_is_annotated_with_where_its_metrics_answer(api: client.ApiClient, platform: str) -> None:
+    """The scrape annotations (cluster-mode monitoring finds pods by them) name a port that serves metrics."""
+    apps = client.AppsV1Api(api)
+    for name in DEPLOYMENTS:
+        template = apps.read_namespaced_deployment(name, platform).spec.template
+        annotations = template.metadata.annotations
+        assert annotations.get("prometheus.io/scrape") == "true", (name, annotations)
+        port, path = int(annotations["prometheus.io/port"]), annotations["prometheus.io/path"]
+        assert port in [p.container_port for p in template.spec.containers[0].ports], (name, port)
+        pods = [p for p in pods_of(api, platform, name) if p.status.phase == "Running" and p.status.pod_ip]
+        assert pods, name
+        for pod in pods:
+            url = f"http://{pod.status.pod_ip}:{port}{path}"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                body = resp.read().decode()
+            assert resp.status == 200 and "# TYPE " in body, (name, url, body[:200])
+
+
 def test_service_names_resolve_and_route_from_inside_a_pod(api: client.ApiClient, platform: str) -> None:
     pod = next(p for p in pods_of(api, platform, "py-ai-engine") if p.status.phase == "Running")
     probe = (
