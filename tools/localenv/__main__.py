@@ -173,6 +173,8 @@ def cmd_where(ctx: Context) -> int:
         ("Prometheus", endpoints.get("prometheus_url")),
         ("Alertmanager", endpoints.get("alertmanager_url")),
         ("Kubernetes API", endpoints.get("k8s_server")),
+        ("metrics.k8s.io (top, HPA)", endpoints.get("metrics_api")),
+        ("kube-state-metrics", endpoints.get("kube_state_metrics_url")),
         ("kubeconfig", endpoints.get("kubeconfig")),
         ("registry", endpoints.get("registry_url")),
         ("Vercel API stand-in", endpoints.get("vercel_api_url")),

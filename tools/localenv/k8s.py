@@ -336,7 +336,14 @@ def pki_dir(ctx: Context) -> Path:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` mode 0600, leaving an identical file alone (kube-state-metrics, for one,
+    restarts its servers whenever its kubeconfig is written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == 0o600:
+            return
+    except OSError:
+        pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

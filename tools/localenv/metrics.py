@@ -358,6 +358,7 @@ def up(ctx: Context) -> dict[str, str]:
     return {
         "metrics_api": f"{k8s.SERVER}/apis/metrics.k8s.io/v1beta1",
         "kube_state_metrics_target": ksm_target(),
+        "kube_state_metrics_url": f"http://{ksm_target()}/metrics",
     }
 
 
