@@ -210,7 +210,7 @@ class Load:
         self.url = url
         self.ok = self.failed = 0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _thread in range(threads)]
 
     def _run(self) -> None:
         while not self._stop.is_set():
