@@ -23,22 +23,21 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes import client
 
 from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT, run_playbook
+from ansible_collections.thinkus.ops.tests.support.kube import local_api, scratch_namespace, wait_until
 from tools.localenv import alertmanager, metrics, node, prometheus
 from tools.localenv._proc import Context
 
 pytestmark = [pytest.mark.localenv, pytest.mark.slow]
 
 INVENTORY = str(REPO_ROOT / "inventories" / "local")
-KUBECONFIG = REPO_ROOT / ".local" / "kubeconfig"
 ROLE_PLAYBOOK = "tests/integration/targets/k8s_deploy/deploy.yml"
 LOCAL = yaml.safe_load((REPO_ROOT / "inventories/local/group_vars/all/k8s_deploy.yml").read_text())
 DEPLOYMENTS = ("go-orchestrator", "py-ai-engine", "worker")
@@ -48,9 +47,7 @@ MEASURED = Context().state_dir / "artifacts" / "hpa.json"
 
 @pytest.fixture(scope="module")
 def api() -> client.ApiClient:
-    api_client = config.new_client_from_config(config_file=str(KUBECONFIG))
-    client.VersionApi(api_client).get_code(_request_timeout=10)  # fail, not skip, when down
-    return api_client
+    return local_api()
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +60,8 @@ def platform(api: client.ApiClient) -> str:
 
 @pytest.fixture
 def namespace(api: client.ApiClient) -> Iterator[str]:
-    name = f"thinkus-test-hpa-{uuid.uuid4().hex[:8]}"
-    try:
+    with scratch_namespace(api, "thinkus-test-hpa") as name:
         yield name
-    finally:
-        try:
-            client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-def _until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what}: not within {timeout:.0f}s (last seen: {last!r})")
 
 
 def _cpu_millicores(quantity: str) -> float:
@@ -120,7 +98,7 @@ def test_resource_metrics_of_the_platform_come_from_the_real_node(api: client.Ap
         wanted = {p.metadata.name for app in DEPLOYMENTS for p in _running_pods(api, platform, app)}
         return usage if wanted and wanted <= set(usage) else None
 
-    usage = _until("metrics.k8s.io reports every running platform pod", usage_of_every_platform_pod, 90)
+    usage = wait_until("metrics.k8s.io reports every running platform pod", usage_of_every_platform_pod, 90)
     for pod, container in usage.items():
         assert int(container["memory"].rstrip("Ki")) > 0, (pod, container)
 
@@ -138,13 +116,13 @@ def test_kube_state_metrics_reports_the_platform_and_prometheus_scrapes_it(
     # No read access to Secrets is granted, and none are exported.
     assert "kube_secret_" not in text
 
-    up = _until(
+    up = wait_until(
         "Prometheus scrapes kube-state-metrics",
         lambda: [r for r in _prometheus('up{job="kube-state-metrics"}') if r["value"][1] == "1"],
         60,
     )
     assert up[0]["metric"]["instance"] == metrics.ksm_target()
-    restarts = _until(
+    restarts = wait_until(
         "the platform's container restarts are in Prometheus",
         lambda: _prometheus(f'kube_pod_container_status_restarts_total{{namespace="{platform}"}}'),
         60,
@@ -174,7 +152,7 @@ def test_a_crash_looping_container_raises_the_restart_alert(api: client.ApiClien
             statuses = core.read_namespaced_pod(name, platform).status.container_statuses or []
             return sum(s.restart_count for s in statuses)
 
-        _until("the kubelet restarts the crashing container", restarted, 120)
+        wait_until("the kubelet restarts the crashing container", restarted, 120)
         query = "/api/v2/alerts?" + urllib.parse.urlencode(
             {"filter": ['alertname="ThinkusPodRestarted"', f'pod="{name}"']}, doseq=True
         )
@@ -183,7 +161,7 @@ def test_a_crash_looping_container_raises_the_restart_alert(api: client.ApiClien
             with urllib.request.urlopen(f"http://{alertmanager.HOST}:{alertmanager.PORT}{query}", timeout=5) as resp:
                 return json.load(resp)
 
-        (firing,) = _until("ThinkusPodRestarted reaches Alertmanager", alert, 240, interval=2)
+        (firing,) = wait_until("ThinkusPodRestarted reaches Alertmanager", alert, 240, interval=2)
         assert firing["labels"]["namespace"] == platform
         assert firing["labels"]["container"] == "crashloop"
         assert firing["labels"]["severity"] == "warning"
@@ -269,7 +247,7 @@ def test_py_ai_engine_scales_up_on_cpu_under_load_and_back_down(
         return None
 
     # The HPA controller reads the pod's CPU from metrics.k8s.io (a quiet pod may read 0 %).
-    _until("the HPA reports the pod's CPU utilization", lambda: cpu_metric() is not None, 120)
+    wait_until("the HPA reports the pod's CPU utilization", lambda: cpu_metric() is not None, 120)
     ip = client.CoreV1Api(api).read_namespaced_service("py-ai-engine", namespace).spec.cluster_ip
     with Load(f"http://{ip}:8000/v1/generate?tokens=3") as load:
         started = time.monotonic()
@@ -278,7 +256,7 @@ def test_py_ai_engine_scales_up_on_cpu_under_load_and_back_down(
             dep = apps.read_namespaced_deployment("py-ai-engine", namespace)
             return (dep.status.ready_replicas or 0) if (dep.status.ready_replicas or 0) >= 2 else 0
 
-        ready = _until("py-ai-engine scales up under load", scaled_up, 240, interval=2)
+        ready = wait_until("py-ai-engine scales up under load", scaled_up, 240, interval=2)
         up_seconds = time.monotonic() - started
         assert load.ok > 0
         # A deploy while the HPA has scaled up keeps the HPA's replica count.
@@ -287,7 +265,7 @@ def test_py_ai_engine_scales_up_on_cpu_under_load_and_back_down(
         assert apps.read_namespaced_deployment("py-ai-engine", namespace).spec.replicas >= ready
         peak_cpu = cpu_metric()
     stopped = time.monotonic()
-    _until(
+    wait_until(
         "py-ai-engine scales back down to one pod after the load",
         lambda: apps.read_namespaced_deployment("py-ai-engine", namespace).spec.replicas == 1,
         300,

@@ -42,8 +42,7 @@ import boto3
 import docker
 import psycopg2
 import pytest
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes import client
 
 from ansible_collections.thinkus.ops.tests.support.ansible import (
     REPO_ROOT,
@@ -53,6 +52,7 @@ from ansible_collections.thinkus.ops.tests.support.ansible import (
     start_playbook,
 )
 from ansible_collections.thinkus.ops.tests.support.fault_proxy import FaultProxy
+from ansible_collections.thinkus.ops.tests.support.kube import local_api, scratch_namespace
 from ansible_collections.thinkus.ops.tests.support.registry import RegistryReader
 from ansible_collections.thinkus.ops.tests.support.vercel_api import VercelAPIServer
 from tools.localenv import _secrets, k8s, postgres
@@ -79,22 +79,13 @@ TAKEOVER_BOUND = LEASE_DURATION + 10  # a killed deploy blocks the next one for 
 
 @pytest.fixture(scope="module")
 def api() -> client.ApiClient:
-    api_client = config.new_client_from_config(config_file=str(KUBECONFIG))
-    client.VersionApi(api_client).get_code(_request_timeout=10)  # fail, not skip, when down
-    return api_client
+    return local_api()
 
 
 @pytest.fixture
 def namespace(api: client.ApiClient) -> Iterator[str]:
-    name = f"thinkus-test-faults-{uuid.uuid4().hex[:8]}"
-    try:
+    with scratch_namespace(api, "thinkus-test-faults") as name:
         yield name
-    finally:
-        try:
-            client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def deploy_vars(namespace: str, **extra: Any) -> dict[str, Any]:

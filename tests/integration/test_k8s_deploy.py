@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes import client
 
 from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
+from ansible_collections.thinkus.ops.tests.support.kube import local_api, scratch_namespace
 
 pytestmark = [pytest.mark.localenv, pytest.mark.slow]
 
@@ -49,22 +49,13 @@ LOCAL_SECRETS = yaml.safe_load((REPO_ROOT / "inventories/local/group_vars/all/k8
 
 @pytest.fixture(scope="module")
 def api() -> client.ApiClient:
-    api_client = config.new_client_from_config(config_file=str(KUBECONFIG))
-    client.VersionApi(api_client).get_code(_request_timeout=10)  # fail, not skip, when down
-    return api_client
+    return local_api()
 
 
 @pytest.fixture
 def namespace(api: client.ApiClient) -> Iterator[str]:
-    name = f"thinkus-test-k8s-deploy-{uuid.uuid4().hex[:8]}"
-    try:
+    with scratch_namespace(api, "thinkus-test-k8s-deploy") as name:
         yield name
-    finally:
-        try:
-            client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def deploy(namespace: str, **extra: Any) -> PlaybookResult:

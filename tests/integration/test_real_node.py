@@ -32,10 +32,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes import client
 
 from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
+from ansible_collections.thinkus.ops.tests.support.kube import local_api, scratch_namespace
 from tools.localenv import _secrets, k8s, node, registry
 from tools.localenv._proc import Context
 
@@ -57,9 +57,7 @@ def _kubectl() -> str:
 
 @pytest.fixture(scope="module")
 def api() -> client.ApiClient:
-    api_client = config.new_client_from_config(config_file=str(KUBECONFIG))
-    client.VersionApi(api_client).get_code(_request_timeout=10)  # fail, not skip, when down
-    return api_client
+    return local_api()
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +70,8 @@ def platform(api: client.ApiClient) -> str:
 
 @pytest.fixture
 def namespace(api: client.ApiClient) -> Iterator[str]:
-    name = f"thinkus-test-node-{uuid.uuid4().hex[:8]}"
-    try:
+    with scratch_namespace(api, "thinkus-test-node") as name:
         yield name
-    finally:
-        try:
-            client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def deploy(

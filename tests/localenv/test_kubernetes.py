@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+
+from tests.support.kube import wait_until
 
 pytestmark = pytest.mark.localenv
 
@@ -31,17 +32,6 @@ def _pinned_version() -> str:
     match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes\s+(v\S+)", text, re.MULTILINE)
     assert match, "tools/k8s/go.mod does not pin k8s.io/kubernetes"
     return match.group(1)
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +99,7 @@ def test_deployment_becomes_available(api: client.ApiClient, namespace: str) -> 
     def available() -> bool:
         return apps.read_namespaced_deployment_status("web", namespace).status.available_replicas == 3
 
-    _wait("3/3 replicas available", available, AVAILABLE_WITHIN)
+    wait_until("3/3 replicas available", available, AVAILABLE_WITHIN)
     print(f"3-replica Deployment Available after {time.monotonic() - started:.1f}s")
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=web").items
     assert len(pods) == 3
@@ -124,7 +114,7 @@ def test_never_ready_pods_keep_deployment_unavailable(api: client.ApiClient, nam
         pods = core.list_namespaced_pod(namespace, label_selector="app=stuck").items
         return pods if len(pods) == 3 and all(p.status.phase == "Running" for p in pods) else []
 
-    _wait("3 running pods", running_pods, AVAILABLE_WITHIN)
+    wait_until("3 running pods", running_pods, AVAILABLE_WITHIN)
     deadline = time.monotonic() + NOT_READY_FOR
     while time.monotonic() < deadline:
         status = apps.read_namespaced_deployment_status("stuck", namespace).status
