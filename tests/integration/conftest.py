@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO_ROOT / "tests" / "k8s" / "crds" / "cert-manager"
 
 
 # One line per fault case (tests/integration/test_faults.py), repeated at the end of the run.
@@ -48,21 +44,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def cert_manager_crds() -> None:
-    """cert-manager's CRDs (the test copies), applied idempotently and left installed like any add-on."""
+    """cert-manager's CRDs, as make local-up installs them with cert-manager itself (tools/localenv/acme.py)."""
     api = config.new_client_from_config(config_file=str(REPO_ROOT / ".local" / "kubeconfig"))
     ext = client.ApiextensionsV1Api(api)
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        try:
-            ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
-        except ApiException as err:
-            if err.status != 409:
-                raise
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        name = yaml.safe_load(path.read_text())["metadata"]["name"]
-        for _attempt in range(60):
-            conditions = ext.read_custom_resource_definition(name).status.conditions or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"CRD {name} not Established")
+    for name in ("certificates.cert-manager.io", "clusterissuers.cert-manager.io", "issuers.cert-manager.io"):
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        assert any(c.type == "Established" and c.status == "True" for c in conditions), (
+            f"CRD {name} is not Established: is the acme component up (make local-up)?"
+        )

@@ -4,12 +4,12 @@
 
 """Integration tests of the thinkus.ops.ingress_tls role against the local cluster.
 
-Each test runs playbooks/ingress.yml with inventories/local (local CA mode) in a
+Each test runs playbooks/ingress.yml with inventories/local in the local-CA mode, in a
 namespace of its own, then checks what the cluster holds: the certificate is served to
 real TLS clients (a Python HTTPS server with SNI, nginx as the reverse proxy), renewed
-when near expiry or when the hosts change and kept otherwise, bad input is refused
-before anything changes, and in cert-manager mode the role waits for and verifies the
-Secret cert-manager issues (played here by the test, as no cert-manager can run).
+when near expiry or when the hosts change and kept otherwise, and bad input is refused
+before anything changes. The ACME path (cert-manager, pebble, Traefik), which
+inventories/local itself takes, is tests/integration/test_ingress_acme.py.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from ansible_collections.thinkus.ops.tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
 
@@ -44,7 +43,6 @@ pytestmark = [pytest.mark.localenv, pytest.mark.slow]
 
 PLAYBOOK = "playbooks/ingress.yml"
 INVENTORY = str(REPO_ROOT / "inventories" / "local")
-CRD_DIR = REPO_ROOT / "tests" / "k8s" / "crds" / "cert-manager"
 HOSTS = ["api.thinkus.test", "app.thinkus.test", "admin.thinkus.test"]
 SECRET = "thinkus-tls"
 ROLE = "thinkus.ops.ingress_tls : "  # how the json callback names the role's tasks
@@ -84,9 +82,22 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
 # --- helpers --------------------------------------------------------------------------
 
 
+# inventories/local takes the ACME path (tests/integration/test_ingress_acme.py); these tests
+# run the local-CA mode, with the prod ingress class, which no local controller serves (the
+# tests serve the certificate themselves).
+LOCAL_CA = {
+    "ingress_tls_certificate_source": "local_ca",
+    "ingress_tls_manage_cluster_issuers": False,
+    "ingress_tls_ingress_class": "nginx",
+    "ingress_tls_extra_annotations": {},
+    "ingress_tls_verify_https": False,
+    "ingress_tls_verify_ca_pem": "",
+}
+
+
 def converge(namespace: str, json_output: bool = True, args: list[str] | None = None, **extra: Any) -> PlaybookResult:
-    """playbooks/ingress.yml with inventories/local, as an operator runs it, in the test's namespace."""
-    extra_vars = {"ingress_tls_namespace": namespace, "ingress_tls_extra_hosts": HOSTS[1:], **extra}
+    """playbooks/ingress.yml with inventories/local in local-CA mode, as an operator runs it, in its namespace."""
+    extra_vars = {**LOCAL_CA, "ingress_tls_namespace": namespace, "ingress_tls_extra_hosts": HOSTS[1:], **extra}
     return run_playbook(PLAYBOOK, inventory=INVENTORY, extra_vars=extra_vars, json_output=json_output, args=args)
 
 
@@ -333,7 +344,9 @@ def test_local_ca_certificate_is_served_and_trusted_for_every_host(core: client.
         nginx = Nginx(files, HOSTS)
         try:
             https_vars.update(
-                ingress_tls_verify_https_port=nginx.https_port, ingress_tls_verify_http_port=nginx.http_port
+                ingress_tls_verify_https_port=nginx.https_port,
+                ingress_tls_verify_http_port=nginx.http_port,
+                ingress_tls_verify_wait_seconds=5,  # one retry of the fetch, not 30 s of them
             )
             refused = converge(namespace, args=["--tags", "ingress_tls_verify"], **https_vars)
         finally:
@@ -497,78 +510,3 @@ def make_leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, hosts: l
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-def test_cert_manager_mode_annotates_the_ingress_and_verifies_the_issued_secret(
-    core: client.CoreV1Api, namespace: str, cert_manager_crds: None
-) -> None:
-    issuers = [
-        {"name": f"{namespace}-prod", "acme_server": "https://acme-v02.api.letsencrypt.org/directory"},
-        {"name": f"{namespace}-ca", "ca_secret": "thinkus-ca"},
-    ]
-    custom = client.CustomObjectsApi(core.api_client)
-    networking = client.NetworkingV1Api(core.api_client)
-    ca, ca_key = make_ca("Test issuer CA")
-    issued: list[str] = []
-    stop = threading.Event()
-
-    def play_cert_manager() -> None:
-        """What cert-manager's ingress-shim does: see the annotated Ingress, issue its Secret."""
-        while not stop.wait(0.5):
-            try:
-                ingress = networking.read_namespaced_ingress("thinkus-ingress", namespace)
-            except ApiException:
-                continue
-            issuer = (ingress.metadata.annotations or {}).get("cert-manager.io/cluster-issuer")
-            if not issuer:
-                continue
-            cert_pem, key_pem = make_leaf(ca, ca_key, ingress.spec.tls[0].hosts)
-            data = {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": ca.public_bytes(serialization.Encoding.PEM)}
-            body = client.V1Secret(
-                metadata=client.V1ObjectMeta(
-                    name=ingress.spec.tls[0].secret_name, annotations={"cert-manager.io/issuer-name": issuer}
-                ),
-                type="kubernetes.io/tls",
-                data={k: base64.b64encode(v).decode() for k, v in data.items()},
-            )
-            core.create_namespaced_secret(namespace, body)
-            issued.append(issuer)
-            return
-
-    shim = threading.Thread(target=play_cert_manager, daemon=True)
-    shim.start()
-    try:
-        result = converge(
-            namespace,
-            ingress_tls_certificate_source="cert_manager",
-            ingress_tls_manage_cluster_issuers=True,
-            ingress_tls_cluster_issuers=issuers,
-            ingress_tls_issuer=issuers[0]["name"],
-            ingress_tls_verify_wait_seconds=60,
-        )
-        assert result.rc == 0, failure_excerpt(result)
-        assert issued == [issuers[0]["name"]]
-        annotations = networking.read_namespaced_ingress("thinkus-ingress", namespace).metadata.annotations
-        assert annotations["cert-manager.io/cluster-issuer"] == issuers[0]["name"]
-        assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "50m"
-        acme = custom.get_cluster_custom_object("cert-manager.io", "v1", "clusterissuers", issuers[0]["name"])["spec"][
-            "acme"
-        ]
-        assert acme["email"] == "ops@thinkus.test"
-        assert acme["solvers"] == [{"http01": {"ingress": {"ingressClassName": "nginx"}}}]
-        ca_issuer = custom.get_cluster_custom_object("cert-manager.io", "v1", "clusterissuers", issuers[1]["name"])
-        assert ca_issuer["spec"] == {"ca": {"secretName": "thinkus-ca"}}
-        # The role made no certificate of its own: only the one "cert-manager" issued.
-        assert [s.metadata.name for s in core.list_namespaced_secret(namespace).items] == [SECRET]
-        assert result.task(ROLE + "Check the certificate chains to the expected CA")["root"].startswith(
-            "-----BEGIN CERTIFICATE"
-        )
-    finally:
-        stop.set()
-        shim.join(timeout=5)
-        for issuer in issuers:
-            try:
-                custom.delete_cluster_custom_object("cert-manager.io", "v1", "clusterissuers", issuer["name"])
-            except ApiException as err:
-                if err.status != 404:
-                    raise

@@ -23,7 +23,22 @@ from types import ModuleType
 
 import yaml
 
-from . import alertmanager, docker, images, k8s, metrics, node, postgres, prometheus, redis, registry, s3, vercel
+from . import (
+    acme,
+    alertmanager,
+    docker,
+    images,
+    ingress,
+    k8s,
+    metrics,
+    node,
+    postgres,
+    prometheus,
+    redis,
+    registry,
+    s3,
+    vercel,
+)
 from ._proc import Context, LocalEnvError, say
 
 COMPONENTS: list[ModuleType] = [
@@ -39,6 +54,8 @@ COMPONENTS: list[ModuleType] = [
     k8s,
     node,
     metrics,
+    ingress,
+    acme,
 ]
 BY_NAME = {m.NAME: m for m in COMPONENTS}
 
@@ -51,24 +68,31 @@ def _select(names: list[str]) -> list[ModuleType]:
 
 
 class Prebuild:
-    """The Go builds (Kubernetes, kwok, etcd, the node's kubelet, kube-proxy and CoreDNS,
-    metrics-server and kube-state-metrics) on a thread of their own, while the components
-    before Kubernetes come up: on a cold machine the downloads and Debian's debootstrap
-    then overlap the compilation instead of following it.
-    Later runs find every binary in the cache, and the thread ends at once."""
+    """The Go builds (Kubernetes, kwok, etcd, the node's kubelet, kube-proxy and CoreDNS;
+    metrics-server and kube-state-metrics; Traefik; pebble and cert-manager) on a thread of
+    their own, in that order, while the components before Kubernetes come up: on a cold
+    machine the downloads and Debian's debootstrap then overlap the compilation instead of
+    following it, and each component waits only for its own build (Kubernetes starts while
+    Traefik still compiles). Later runs find every binary in the cache, and the thread ends
+    at once."""
 
-    def __init__(self, ctx: Context, build: Callable[[Context], object]) -> None:
+    def __init__(self, ctx: Context, builds: list[tuple[ModuleType, Callable[[Context], object]]]) -> None:
         self.error: BaseException | None = None
         self.started = time.monotonic()
-
         self.seconds = 0.0
+        self.done = {comp: threading.Event() for comp, _ in builds}
 
         def work() -> None:
             try:
-                build(ctx)
+                for comp, build in builds:
+                    build(ctx)
+                    self.done[comp].set()
             except BaseException as exc:  # re-raised in the main thread by join()
                 self.error = exc
-            self.seconds = time.monotonic() - self.started
+            finally:
+                self.seconds = time.monotonic() - self.started
+                for event in self.done.values():
+                    event.set()
 
         self.thread = threading.Thread(target=work, name="go-builds", daemon=True)
         self.thread.start()
@@ -77,20 +101,25 @@ class Prebuild:
     def start(cls, ctx: Context, selected: list[ModuleType]) -> Prebuild | None:
         if k8s.external_kubeconfig(ctx):
             return None  # a cluster of the user's own: nothing to build
-        if metrics in selected:
-            return cls(ctx, lambda c: (node.build(c), metrics.build(c)))
-        if node in selected:
-            return cls(ctx, node.build)
-        if k8s in selected:
-            return cls(ctx, k8s.build)
-        return None
+        builds = [(comp, comp.build) for comp in (node, metrics, ingress, acme) if comp in selected]
+        if not builds and k8s in selected:
+            builds = [(k8s, k8s.build)]
+        return cls(ctx, builds) if builds else None
 
-    def join(self) -> None:
-        if self.thread.is_alive():
-            say("kubernetes: waiting for the Go builds to finish")
+    def join(self, comp: ModuleType) -> None:
+        """Wait for ``comp``'s build; Kubernetes waits for the first one (the node's includes it)."""
+        event = self.done.get(comp) or next(iter(self.done.values()))
+        if not event.is_set():
+            say(f"{comp.NAME}: waiting for its Go build to finish")
+        event.wait()
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> float:
         self.thread.join()
         if self.error is not None:
             raise self.error
+        return self.seconds
 
 
 def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
@@ -105,8 +134,8 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
     prebuild = Prebuild.start(ctx, selected)
     took: dict[str, float] = {}
     for comp in selected:
-        if comp in (k8s, node, metrics) and prebuild:
-            prebuild.join()
+        if comp in (k8s, node, metrics, ingress, acme) and prebuild:
+            prebuild.join(comp)
         t0 = time.monotonic()
         was_up = comp.status(ctx)[0]
         say(f"{comp.NAME}: {'checking' if was_up else 'starting'}")
@@ -119,7 +148,7 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
         endpoints_file.write_text("---\n" + yaml.safe_dump(endpoints, sort_keys=True))
     took["total"] = round(time.monotonic() - total, 1)
     if prebuild:
-        took["go builds"] = round(prebuild.seconds, 1)
+        took["go builds"] = round(prebuild.finish(), 1)
     # The time of each component, for the README's measured numbers (python -m tools.measurements).
     artifacts = ctx.state_dir / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -150,6 +179,8 @@ def cmd_reset(ctx: Context) -> None:
     k8s.reset(ctx)
     node.up(ctx)
     metrics.up(ctx)  # its RBAC, Service and APIService went with etcd
+    ingress.up(ctx)  # its IngressClass and RBAC too
+    acme.up(ctx)  # cert-manager's CRDs, namespace and RBAC too
     say(f"kubernetes: reset to an empty cluster in {time.monotonic() - t0:.1f}s")
 
 
@@ -167,14 +198,21 @@ def cmd_where(ctx: Context) -> int:
     urls = summary.get("urls") or {}
     print("")
     print(f"thinkus demo: result={summary.get('result', 'unknown')} changed={summary.get('changed', '?')}")
+    root = endpoints.get("acme_root_ca")
+    address = endpoints.get("ingress_address")
     for host, url in sorted(urls.items()):
-        print(f"  API host {host:<22} {url}  (the Ingress object; no local Ingress controller serves it yet)")
+        print(f"  API host {host:<22} {url}")
+        if root and address:
+            print(f"    curl --resolve {host}:443:{address} --cacert {root} {url.rstrip('/')}/health")
     rows = [
         ("Prometheus", endpoints.get("prometheus_url")),
         ("Alertmanager", endpoints.get("alertmanager_url")),
         ("Kubernetes API", endpoints.get("k8s_server")),
         ("metrics.k8s.io (top, HPA)", endpoints.get("metrics_api")),
         ("kube-state-metrics", endpoints.get("kube_state_metrics_url")),
+        ("Ingress controller (Traefik)", endpoints.get("ingress_https_url")),
+        ("ACME directory (pebble)", endpoints.get("acme_directory")),
+        ("ACME root CA (trust this)", endpoints.get("acme_root_ca")),
         ("kubeconfig", endpoints.get("kubeconfig")),
         ("registry", endpoints.get("registry_url")),
         ("Vercel API stand-in", endpoints.get("vercel_api_url")),

@@ -95,10 +95,24 @@ COLD_BUILD_MINUTES = {
     "pause": 1,
     "metrics-server": 5,
     "kube-state-metrics": 1,
+    "traefik": 8,
+    "pebble": 1,
+    "pebble-challtestsrv": 1,
+    "cert-manager-controller": 5,
+    "acmesolver": 1,
 }
 
 # Downloading a module's dependencies into an empty module cache.
-COLD_DOWNLOAD_MINUTES = {"kubernetes": 2, "kwok": 0, "etcd": 0, "coredns": 2, "cluster-metrics": 1}
+COLD_DOWNLOAD_MINUTES = {
+    "kubernetes": 2,
+    "kwok": 0,
+    "etcd": 0,
+    "coredns": 2,
+    "cluster-metrics": 1,
+    "traefik": 2,
+    "pebble": 0,
+    "cert-manager": 1,
+}
 
 NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
 NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -180,11 +194,11 @@ def _k8s_ldflags(version: str, build_date: str) -> str:
 
 
 def _stamp(module_dir: Path, go_version: str) -> str:
-    """What a module's binaries are built from: the Go version, go.mod, go.sum and our own .go files."""
+    """What a module's binaries are built from: the Go version, go.mod, go.sum and our own .go files (any depth)."""
     digest = hashlib.sha256(go_version.encode())
-    for path in sorted([module_dir / "go.mod", module_dir / "go.sum", *module_dir.glob("*.go")]):
+    for path in sorted([module_dir / "go.mod", module_dir / "go.sum", *module_dir.rglob("*.go")]):
         if path.exists():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+            digest.update(str(path.relative_to(module_dir)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -555,6 +569,38 @@ def api(ctx: Context, method: str, path: str, body: dict[str, Any] | None = None
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def apply(ctx: Context, path: str, body: dict[str, Any], component: str = NAME) -> None:
+    """Server-side apply ``body`` at ``path`` (the object's own URL) as the field manager thinkus-local."""
+    request = urllib.request.Request(
+        f"{SERVER}{path}?fieldManager=thinkus-local&force=true",
+        data=json.dumps(body).encode(),
+        method="PATCH",
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=_tls(ctx), timeout=10):
+            return
+    except urllib.error.HTTPError as err:
+        why = json.loads(err.read() or b"{}").get("message")
+        raise LocalEnvError(f"{component}: applying {body['kind']} {path} failed ({err.code}): {why}") from err
+
+
+def rbac(kind: str, name: str, **spec: Any) -> tuple[str, dict[str, Any]]:
+    namespace, labels = spec.pop("namespace", None), spec.pop("labels", None)
+    body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": name}, **spec}
+    if labels:
+        body["metadata"]["labels"] = labels
+    plural = kind.lower() + "s"
+    if namespace:
+        body["metadata"]["namespace"] = namespace
+        return f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/{plural}/{name}", body
+    return f"/apis/rbac.authorization.k8s.io/v1/{plural}/{name}", body
+
+
+def user_subjects(name: str) -> list[dict[str, str]]:
+    return [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]
 
 
 def _ok(url: str, context: ssl.SSLContext) -> bool:

@@ -23,17 +23,14 @@ Standalone: ``python -m tools.localenv.metrics up|down|status``.
 from __future__ import annotations
 
 import base64
-import json
 import ssl
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tools.localenv import k8s, node
-from tools.localenv._proc import Context, LocalEnvError, http_status, say, spawn, stop, tracked_pid, wait_for
+from tools.localenv._proc import Context, http_status, say, spawn, stop, tracked_pid, wait_for
 
 NAME = "cluster-metrics"
 
@@ -107,45 +104,13 @@ def build(ctx: Context) -> dict[str, Path]:
 # --------------------------------------------------------------------------- API objects
 
 
-def _apply(ctx: Context, path: str, body: dict[str, Any]) -> None:
-    """Server-side apply ``body`` at ``path`` (the object's own URL) as the field manager thinkus-local."""
-    request = urllib.request.Request(
-        f"{k8s.SERVER}{path}?fieldManager=thinkus-local&force=true",
-        data=json.dumps(body).encode(),
-        method="PATCH",
-        headers={"Content-Type": "application/apply-patch+yaml"},
-    )
-    try:
-        with urllib.request.urlopen(request, context=k8s._tls(ctx), timeout=10):
-            return
-    except urllib.error.HTTPError as err:
-        why = json.loads(err.read() or b"{}").get("message")
-        raise LocalEnvError(f"{NAME}: applying {body['kind']} {path} failed ({err.code}): {why}") from err
-
-
-def _rbac(kind: str, name: str, **spec: Any) -> tuple[str, dict[str, Any]]:
-    namespace, labels = spec.pop("namespace", None), spec.pop("labels", None)
-    body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": name}, **spec}
-    if labels:
-        body["metadata"]["labels"] = labels
-    plural = kind.lower() + "s"
-    if namespace:
-        body["metadata"]["namespace"] = namespace
-        return f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/{plural}/{name}", body
-    return f"/apis/rbac.authorization.k8s.io/v1/{plural}/{name}", body
-
-
-def _user(name: str) -> list[dict[str, str]]:
-    return [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]
-
-
 def _objects(pki: Path) -> list[tuple[str, dict[str, Any]]]:
     cluster_role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole"}
     read = ["get", "list", "watch"]
     return [
         # metrics-server: read pods and nodes, scrape the kubelet, and delegate authentication
         # and authorization of the aggregated requests to the API server.
-        _rbac(
+        k8s.rbac(
             "ClusterRole",
             METRICS_USER,
             rules=[
@@ -153,19 +118,19 @@ def _objects(pki: Path) -> list[tuple[str, dict[str, Any]]]:
                 {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
             ],
         ),
-        _rbac(
+        k8s.rbac(
             "ClusterRoleBinding",
             METRICS_USER,
             roleRef={**cluster_role, "name": METRICS_USER},
-            subjects=_user(METRICS_USER),
+            subjects=k8s.user_subjects(METRICS_USER),
         ),
-        _rbac(
+        k8s.rbac(
             "ClusterRoleBinding",
             f"{METRICS_USER}:auth-delegator",
             roleRef={**cluster_role, "name": "system:auth-delegator"},
-            subjects=_user(METRICS_USER),
+            subjects=k8s.user_subjects(METRICS_USER),
         ),
-        _rbac(
+        k8s.rbac(
             "RoleBinding",
             f"{METRICS_USER}:auth-reader",
             namespace="kube-system",
@@ -174,11 +139,11 @@ def _objects(pki: Path) -> list[tuple[str, dict[str, Any]]]:
                 "kind": "Role",
                 "name": "extension-apiserver-authentication-reader",
             },
-            subjects=_user(METRICS_USER),
+            subjects=k8s.user_subjects(METRICS_USER),
         ),
         # The resource metrics read by `kubectl top` and the HPA controller, for everyone who
         # may read pods (the same aggregation as upstream's system:aggregated-metrics-reader).
-        _rbac(
+        k8s.rbac(
             "ClusterRole",
             "thinkus-local:aggregated-metrics-reader",
             labels={
@@ -230,7 +195,7 @@ def _objects(pki: Path) -> list[tuple[str, dict[str, Any]]]:
             },
         ),
         # kube-state-metrics: list and watch what it exports, nothing else.
-        _rbac(
+        k8s.rbac(
             "ClusterRole",
             KSM_USER,
             rules=[
@@ -256,7 +221,12 @@ def _objects(pki: Path) -> list[tuple[str, dict[str, Any]]]:
                 {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list", "watch"]},
             ],
         ),
-        _rbac("ClusterRoleBinding", KSM_USER, roleRef={**cluster_role, "name": KSM_USER}, subjects=_user(KSM_USER)),
+        k8s.rbac(
+            "ClusterRoleBinding",
+            KSM_USER,
+            roleRef={**cluster_role, "name": KSM_USER},
+            subjects=k8s.user_subjects(KSM_USER),
+        ),
     ]
 
 
@@ -344,7 +314,7 @@ def up(ctx: Context) -> dict[str, str]:
     creds = _ensure_credentials(ctx)
     pki = k8s.pki_dir(ctx)
     for path, body in _objects(pki):
-        _apply(ctx, path, body)
+        k8s.apply(ctx, path, body, NAME)
 
     _start(ctx, KSM, _ksm_argv(bins[KSM], creds[KSM]), [KSM_PORT, KSM_TELEMETRY_PORT])
     _start(ctx, METRICS_SERVER, _metrics_server_argv(ctx, bins[METRICS_SERVER], creds[METRICS_SERVER]), [])

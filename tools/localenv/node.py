@@ -389,15 +389,15 @@ def _containerd_answers() -> bool:
         return False
 
 
-def _oci_archive(binary: Path, ref: str) -> bytes:
-    """A one-layer OCI image archive holding ``binary`` as /pause, for ``ctr images import``."""
+def _oci_archive(binary: Path, ref: str, name: str = "pause", user: str = "65535:65535") -> bytes:
+    """A one-layer OCI image archive holding ``binary`` as /``name``, run as ``user``, for ``ctr images import``."""
 
     def blob(data: bytes) -> tuple[str, bytes]:
         return "sha256:" + hashlib.sha256(data).hexdigest(), data
 
     layer_tar = io.BytesIO()
     with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("pause")
+        info = tarfile.TarInfo(name)
         info.mode, info.size, info.mtime = 0o755, binary.stat().st_size, 0
         with binary.open("rb") as fh:
             tar.addfile(info, fh)
@@ -406,7 +406,7 @@ def _oci_archive(binary: Path, ref: str) -> bytes:
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "config": {"Entrypoint": [f"/{name}"], "User": user},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }
     config_digest, config_bytes = blob(json.dumps(config, sort_keys=True).encode())
@@ -449,13 +449,19 @@ def _oci_archive(binary: Path, ref: str) -> bytes:
     return out.getvalue()
 
 
-def _ensure_pause_image(binary: Path) -> str:
-    ref = PAUSE_IMAGE + hashlib.sha256(binary.read_bytes()).hexdigest()[:12]
+def import_binary_image(binary: Path, repository: str, name: str, user: str = "65535:65535") -> str:
+    """A static ``binary`` as the image ``<repository>:<content hash>`` in the node's containerd
+    (no image can be pulled here); imported once, the reference returned."""
+    ref = f"{repository}:{hashlib.sha256(binary.read_bytes()).hexdigest()[:12]}"
     listed = _ctr("images", "ls", "-q").stdout.decode().split()
     if ref not in listed:
-        _ctr("images", "import", "--all-platforms", "-", input_=_oci_archive(binary, ref))
-        say(f"imported the sandbox image {ref}")
+        _ctr("images", "import", "--all-platforms", "-", input_=_oci_archive(binary, ref, name, user))
+        say(f"imported the image {ref} into the node's containerd")
     return ref
+
+
+def _ensure_pause_image(binary: Path) -> str:
+    return import_binary_image(binary, PAUSE_IMAGE.rstrip(":"), "pause")
 
 
 def _our_shims() -> list[int]:
