@@ -423,7 +423,7 @@ def _opaque_secret(core: client.CoreV1Api, namespace: str) -> str:
             {"ingress_tls_manage_cluster_issuers": True, "ingress_tls_acme_email": ""},
             None,
             "ingress_tls_acme_email",
-            "letsencrypt-prod",
+            "thinkus-local-acme",  # inventories/local's ACME issuer
             id="acme-issuer-without-email",
         ),
         pytest.param({}, _opaque_secret, "ingress_tls_secret_name", "not kubernetes.io/tls", id="secret-name-collides"),
