@@ -135,7 +135,11 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
     took: dict[str, float] = {}
     for comp in selected:
         if comp in (k8s, node, metrics, ingress, acme) and prebuild:
+            waited = time.monotonic()
             prebuild.join(comp)
+            waited = time.monotonic() - waited
+            if waited >= 0.5:  # its cold start includes the wait for its Go build
+                took[f"{comp.NAME} build wait"] = round(waited, 1)
         t0 = time.monotonic()
         was_up = comp.status(ctx)[0]
         say(f"{comp.NAME}: {'checking' if was_up else 'starting'}")
