@@ -40,6 +40,7 @@ def test_an_unfinished_run_is_refused() -> None:
 def test_the_readme_block_is_replaced_and_nothing_else() -> None:
     readme = (
         f"intro\n{measurements.BEGIN}\nold typed numbers\n{measurements.END}\n"
+        f"{measurements.COMPONENTS_BEGIN}\n{measurements.COMPONENTS_END}\n"
         f"{measurements.BENCH_BEGIN}\n{measurements.BENCH_END}\noutro\n"
     )
     bench = {"rows": {"warm bring-up": "14.7 s"}, "commit": "c0ffee0", "finished": "2026-12-02"}
@@ -59,7 +60,10 @@ def test_the_bench_table_comes_from_benchlib_rows() -> None:
     ]
     assert rows[0]["median"] == 3.0 and rows[0]["baseline_median"] == 1.5 and rows[0]["ratio"] == 2.0
     assert rows[0]["met"] is True and rows[1]["met"] is False and rows[2]["met"] is True
-    readme = f"{measurements.BEGIN}\n{measurements.END}\n{measurements.BENCH_BEGIN}\nold\n{measurements.BENCH_END}\n"
+    readme = (
+        f"{measurements.BEGIN}\n{measurements.END}\n{measurements.COMPONENTS_BEGIN}\n{measurements.COMPONENTS_END}\n"
+        f"{measurements.BENCH_BEGIN}\nold\n{measurements.BENCH_END}\n"
+    )
     out = measurements.render_readme(readme, {"bench": {"rows": rows, "commit": "c0ffee0", "finished": "2026-12-02"}})
     assert "| no-op deploy (3 runs) | 3.00 s | kubectl | 1.50 s | 2.00 | ratio <= 2 | yes |" in out
     assert "| no-op demo (2 runs) | 20.50 s | - | - | - | < 15 s | **no** |" in out
@@ -73,3 +77,13 @@ def test_a_run_with_a_failed_stage_is_recorded_as_such() -> None:
     run["note"] = "sanity fixed later"
     assert "sanity FAILED" in measurements.table({"ci_run": {"cold": run}})
     assert "(sanity fixed later)" in measurements.table({"ci_run": {"cold": run}})
+
+
+def test_component_starts_include_the_wait_for_their_go_build() -> None:
+    cold = {"commit": "c0ffee0", "local_up": {"kubernetes": 5.0, "kubernetes build wait": 600.4, "docker": 1.25}}
+    warm = {"commit": "beef123", "local_up": {"kubernetes": 4.5, "docker": 1.0}}
+    table = measurements.components_table({"ci_run": {"cold": cold, "warm": warm}})
+    assert "| component | cold start (c0ffee0) | warm start (beef123) |" in table
+    assert "| kubernetes | 605 s (of which 600 s waiting for its Go build) | 4.5 s |" in table
+    assert "| docker | 1.2 s | 1.0 s |" in table
+    assert "| acme | - | - |" in table
