@@ -218,6 +218,67 @@ def stop(ctx: Context, name: str, timeout: float = 20.0) -> bool:
     return True
 
 
+def cmdline_differs(pid: int, argv: Sequence[str]) -> bool:
+    """True when the running process ``pid`` was started with other arguments than ``argv``."""
+    try:
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return False
+    return [a.decode(errors="replace") for a in running] != list(argv)
+
+
+def start_process(
+    ctx: Context,
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    ports: Sequence[int] = (),
+) -> bool:
+    """Start ``name`` unless it already runs with exactly ``argv`` (a changed command line, as
+    after a newer checkout, restarts it). True when this call started it."""
+    pid = tracked_pid(ctx, name)
+    if pid and cmdline_differs(pid, argv):
+        say(f"{name}: its command line changed, restarting it")
+        stop(ctx, name)
+    if tracked_pid(ctx, name):
+        return False
+    spawn(ctx, name, argv, env=env, ports=ports)
+    say(f"started {name}")
+    return True
+
+
+def stop_processes(ctx: Context, names: Sequence[str]) -> None:
+    """Stop ``names`` in reverse order (the last started goes first)."""
+    for name in reversed(names):
+        if stop(ctx, name):
+            say(f"stopped {name}")
+
+
+def component_main(
+    name: str,
+    up: Callable[[Context], object],
+    down: Callable[[Context], None],
+    status: Callable[[Context], tuple[bool, str]],
+    argv: Sequence[str],
+) -> int:
+    """``python -m tools.localenv.<component> up|down|status``: one component on its own."""
+    ctx = Context()
+    action = argv[0] if argv else "status"
+    if action == "up":
+        up(ctx)
+    elif action == "down":
+        down(ctx)
+    elif action == "status":
+        ok, text = status(ctx)
+        print(f"{name}: {'up' if ok else 'down'} {text}")
+        return 0 if ok else 1
+    else:
+        print(f"usage: python -m tools.localenv.<component> up|down|status (got {action!r})", file=sys.stderr)
+        return 2
+    return 0
+
+
 def wait_for(ctx: Context, name: str, check: Callable[[], bool], timeout: float = 60.0, interval: float = 0.25) -> None:
     """Poll ``check`` until it is true; fail with the log tail when the process dies or time runs out."""
     deadline = time.monotonic() + timeout

@@ -39,7 +39,17 @@ from typing import Any
 import yaml
 
 from tools.localenv import k8s, node
-from tools.localenv._proc import Context, LocalEnvError, http_status, say, spawn, stop, tracked_pid, wait_for
+from tools.localenv._proc import (
+    Context,
+    LocalEnvError,
+    component_main,
+    http_status,
+    say,
+    start_process,
+    stop,
+    stop_processes,
+    wait_for,
+)
 
 NAME = "acme"
 
@@ -230,19 +240,6 @@ def _directory_ready(ctx: Context) -> bool:
         return resp.status == 200 and "newOrder" in json.loads(resp.read())
 
 
-def _start(ctx: Context, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> bool:
-    """Start (or restart on a changed command line); True when this call started it."""
-    pid = tracked_pid(ctx, name)
-    if pid and k8s._cmdline_differs(pid, argv):
-        say(f"{name}: command line changed, restarting")
-        stop(ctx, name)
-    if tracked_pid(ctx, name):
-        return False
-    spawn(ctx, name, argv, env=env)
-    say(f"started {name}")
-    return True
-
-
 def _forget_previous_server(ctx: Context) -> list[str]:
     """pebble started anew: drop the account keys of the ClusterIssuers that point at it and
     ask cert-manager to re-issue their Certificates (their chains end at the old root)."""
@@ -312,7 +309,7 @@ def up(ctx: Context) -> dict[str, str]:
         k8s.apply(ctx, path, body, NAME)
     solver_image = node.import_binary_image(bins["acmesolver"], SOLVER_IMAGE, "acmesolver", SOLVER_USER)
 
-    _start(
+    start_process(
         ctx,
         DNS,
         [
@@ -333,7 +330,7 @@ def up(ctx: Context) -> dict[str, str]:
 
     config = base / "pebble.json"
     _write(config, json.dumps(_pebble_config(ctx), indent=2, sort_keys=True) + "\n")
-    fresh = _start(
+    fresh = start_process(
         ctx,
         PEBBLE,
         [str(bins["pebble"]), f"-config={config}", f"-dnsserver={HOST}:{DNS_PORT}"],
@@ -355,7 +352,7 @@ def up(ctx: Context) -> dict[str, str]:
     if fresh:
         stop(ctx, CERT_MANAGER)  # its cached ACME accounts belong to the previous server
         _forget_previous_server(ctx)
-    _start(ctx, CERT_MANAGER, argv)
+    start_process(ctx, CERT_MANAGER, argv)
     wait_for(ctx, CERT_MANAGER, lambda: http_status(f"http://{HOST}:{CERT_MANAGER_METRICS_PORT}/metrics") == 200)
     say(f"ACME directory {DIRECTORY} (pebble, root in {root_file(ctx)}); cert-manager running as {USER}")
     return {
@@ -368,11 +365,9 @@ def up(ctx: Context) -> dict[str, str]:
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    if k8s.external_kubeconfig(ctx):
-        return True, "not used (external cluster)"
-    missing = [name for name in PROCESSES if not tracked_pid(ctx, name)]
-    if missing:
-        return False, f"not running: {', '.join(missing)}"
+    early = k8s.beside_cluster_status(ctx, PROCESSES)
+    if early:
+        return early
     try:
         ready = _directory_ready(ctx)
     except (OSError, ssl.SSLError, ValueError) as err:
@@ -383,23 +378,11 @@ def status(ctx: Context) -> tuple[bool, str]:
 
 
 def down(ctx: Context) -> None:
-    for name in reversed(PROCESSES):
-        if stop(ctx, name):
-            say(f"stopped {name}")
+    stop_processes(ctx, PROCESSES)
 
 
 def main(argv: Sequence[str]) -> int:
-    ctx = Context()
-    action = argv[0] if argv else "status"
-    if action == "up":
-        up(ctx)
-    elif action == "down":
-        down(ctx)
-    else:
-        ok, text = status(ctx)
-        print(f"{NAME}: {'up' if ok else 'down'} {text}")
-        return 0 if ok else 1
-    return 0
+    return component_main(NAME, up, down, status, argv)
 
 
 if __name__ == "__main__":

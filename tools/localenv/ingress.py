@@ -34,13 +34,11 @@ import yaml
 from tools.localenv import k8s
 from tools.localenv._proc import (
     Context,
-    LocalEnvError,
+    component_main,
     http_status,
-    port_in_use,
     say,
-    spawn,
-    stop,
-    tracked_pid,
+    start_process,
+    stop_processes,
     wait_for,
 )
 
@@ -163,18 +161,8 @@ def up(ctx: Context) -> dict[str, str]:
     static = base / "traefik.yml"
     _write(static, _static_config(ctx))
     argv = [str(binary), f"--configFile={static}"]
-    pid = tracked_pid(ctx, PROCESS)
-    if pid and k8s._cmdline_differs(pid, argv):
-        stop(ctx, PROCESS)
-    if not tracked_pid(ctx, PROCESS):
-        busy = [port for port in (HTTP_PORT, HTTPS_PORT, ADMIN_PORT) if port_in_use(port, HOST)]
-        if busy:
-            raise LocalEnvError(
-                f"{NAME}: port(s) {', '.join(map(str, busy))} on {HOST} are taken by a process this project did "
-                "not start; the Ingress controller serves the platform's hosts there (free them and run make local-up)"
-            )
-        spawn(ctx, PROCESS, argv, env={"KUBECONFIG": str(kubeconfig)})
-        say(f"started {PROCESS}")
+    # spawn names a port that a process of somebody else's holds, before starting anything
+    start_process(ctx, PROCESS, argv, env={"KUBECONFIG": str(kubeconfig)}, ports=(HTTP_PORT, HTTPS_PORT, ADMIN_PORT))
     wait_for(ctx, PROCESS, _ready, timeout=60)
     say(
         f"Ingress controller (IngressClass {INGRESS_CLASS}) on https://{HOST}:{HTTPS_PORT} and http://{HOST}:{HTTP_PORT}"
@@ -188,32 +176,20 @@ def up(ctx: Context) -> dict[str, str]:
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    if k8s.external_kubeconfig(ctx):
-        return True, "not used (external cluster)"
-    if not tracked_pid(ctx, PROCESS):
-        return False, f"not running: {PROCESS}"
+    early = k8s.beside_cluster_status(ctx, (PROCESS,))
+    if early:
+        return early
     if not _ready():
         return False, f"{PROCESS} does not answer on {HOST}:{ADMIN_PORT}/ping"
     return True, f"Traefik, IngressClass {INGRESS_CLASS}: https://{HOST}:{HTTPS_PORT}, http://{HOST}:{HTTP_PORT}"
 
 
 def down(ctx: Context) -> None:
-    if stop(ctx, PROCESS):
-        say(f"stopped {PROCESS}")
+    stop_processes(ctx, (PROCESS,))
 
 
 def main(argv: Sequence[str]) -> int:
-    ctx = Context()
-    action = argv[0] if argv else "status"
-    if action == "up":
-        up(ctx)
-    elif action == "down":
-        down(ctx)
-    else:
-        ok, text = status(ctx)
-        print(f"{NAME}: {'up' if ok else 'down'} {text}")
-        return 0 if ok else 1
-    return 0
+    return component_main(NAME, up, down, status, argv)
 
 
 if __name__ == "__main__":

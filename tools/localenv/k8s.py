@@ -38,6 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tools.localenv._proc import (
     Context,
     LocalEnvError,
+    cmdline_differs,
     run,
     run_with_progress,
     say,
@@ -641,6 +642,17 @@ def external_kubeconfig(ctx: Context) -> tuple[Path, str, str] | None:
     return None
 
 
+def beside_cluster_status(ctx: Context, processes: Sequence[str]) -> tuple[bool, str] | None:
+    """The first answer of a component that runs processes beside the local cluster: not used
+    with a cluster of the user's own, down when a process is missing; None to go on checking."""
+    if external_kubeconfig(ctx):
+        return True, "not used (external cluster)"
+    missing = [name for name in processes if not tracked_pid(ctx, name)]
+    if missing:
+        return False, f"not running: {', '.join(missing)}"
+    return None
+
+
 def _probe(server: str) -> str | None:
     """The version a server reports ("" when it wants credentials for that), None when unreachable."""
     try:
@@ -770,15 +782,6 @@ def _kwok_argv(ctx: Context, binary: Path) -> list[str]:
     ]
 
 
-def _cmdline_differs(pid: int, argv: Sequence[str]) -> bool:
-    """True when the running process ``pid`` was started with other arguments than ``argv``."""
-    try:
-        running = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    except OSError:
-        return False
-    return [a.decode(errors="replace") for a in running] != list(argv)
-
-
 def _start(
     ctx: Context,
     name: str,
@@ -789,7 +792,7 @@ def _start(
     timeout: float,
 ) -> None:
     pid = tracked_pid(ctx, name)
-    if pid and _cmdline_differs(pid, argv):
+    if pid and cmdline_differs(pid, argv):
         say(f"{name}: its command line changed (a newer checkout), restarting it")
         stop(ctx, name)
         pid = None

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from tools.localenv import k8s, node
-from tools.localenv._proc import Context, http_status, say, spawn, stop, tracked_pid, wait_for
+from tools.localenv._proc import (
+    Context,
+    component_main,
+    http_status,
+    say,
+    start_process,
+    stop_processes,
+    wait_for,
+)
 
 NAME = "cluster-metrics"
 
@@ -295,16 +303,6 @@ def _metrics_api_ready(ctx: Context) -> bool:
     return status == 200 and bool(body.get("usage", {}).get("cpu"))
 
 
-def _start(ctx: Context, name: str, argv: Sequence[str], ports: Sequence[int]) -> None:
-    pid = tracked_pid(ctx, name)
-    if pid and k8s._cmdline_differs(pid, argv):
-        say(f"{name}: command line changed, restarting")
-        stop(ctx, name)
-    if not tracked_pid(ctx, name):
-        spawn(ctx, name, argv, ports=ports)
-        say(f"started {name}")
-
-
 def up(ctx: Context) -> dict[str, str]:
     if k8s.external_kubeconfig(ctx):
         say(f"{NAME}: KUBECONFIG names another cluster; its own metrics-server and kube-state-metrics apply")
@@ -316,8 +314,8 @@ def up(ctx: Context) -> dict[str, str]:
     for path, body in _objects(pki):
         k8s.apply(ctx, path, body, NAME)
 
-    _start(ctx, KSM, _ksm_argv(bins[KSM], creds[KSM]), [KSM_PORT, KSM_TELEMETRY_PORT])
-    _start(ctx, METRICS_SERVER, _metrics_server_argv(ctx, bins[METRICS_SERVER], creds[METRICS_SERVER]), [])
+    start_process(ctx, KSM, _ksm_argv(bins[KSM], creds[KSM]), ports=[KSM_PORT, KSM_TELEMETRY_PORT])
+    start_process(ctx, METRICS_SERVER, _metrics_server_argv(ctx, bins[METRICS_SERVER], creds[METRICS_SERVER]))
     wait_for(ctx, KSM, lambda: http_status(f"http://{ksm_target()}/healthz") == 200, timeout=60)
     # The first resource metrics need two kubelet scrapes (one resolution apart).
     wait_for(ctx, METRICS_SERVER, lambda: _metrics_api_ready(ctx), timeout=120, interval=1)
@@ -333,11 +331,9 @@ def up(ctx: Context) -> dict[str, str]:
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    if k8s.external_kubeconfig(ctx):
-        return True, "not used (external cluster)"
-    missing = [name for name in PROCESSES if not tracked_pid(ctx, name)]
-    if missing:
-        return False, f"not running: {', '.join(missing)}"
+    early = k8s.beside_cluster_status(ctx, PROCESSES)
+    if early:
+        return early
     try:
         ready = _metrics_api_ready(ctx)
     except (OSError, ssl.SSLError) as err:
@@ -351,23 +347,11 @@ def status(ctx: Context) -> tuple[bool, str]:
 
 
 def down(ctx: Context) -> None:
-    for name in reversed(PROCESSES):
-        if stop(ctx, name):
-            say(f"stopped {name}")
+    stop_processes(ctx, PROCESSES)
 
 
 def main(argv: Sequence[str]) -> int:
-    ctx = Context()
-    action = argv[0] if argv else "status"
-    if action == "up":
-        up(ctx)
-    elif action == "down":
-        down(ctx)
-    else:
-        ok, text = status(ctx)
-        print(f"{NAME}: {'up' if ok else 'down'} {text}")
-        return 0 if ok else 1
-    return 0
+    return component_main(NAME, up, down, status, argv)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from tools.localenv import k8s
 from tools.localenv._proc import (
     Context,
     LocalEnvError,
+    cmdline_differs,
     http_status,
     require_binary,
     run,
@@ -684,7 +685,7 @@ def _restart_if_changed(ctx: Context, name: str, argv: Sequence[str], files: dic
             path.write_text(text)
             changed = True
     pid = tracked_pid(ctx, name)
-    if pid and (changed or k8s._cmdline_differs(pid, argv)):
+    if pid and (changed or cmdline_differs(pid, argv)):
         say(f"{name}: configuration changed, restarting")
         stop(ctx, name)
 
@@ -767,11 +768,9 @@ def up(ctx: Context) -> dict[str, str]:
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    if k8s.external_kubeconfig(ctx):
-        return True, "not used (external cluster)"
-    missing = [name for name in PROCESSES if not tracked_pid(ctx, name)]
-    if missing:
-        return False, f"not running: {', '.join(missing)}"
+    early = k8s.beside_cluster_status(ctx, PROCESSES)
+    if early:
+        return early
     try:
         ready = _node_ready(ctx)
     except OSError as err:
