@@ -80,7 +80,7 @@ class Prebuild:
         self.error: BaseException | None = None
         self.started = time.monotonic()
         self.seconds = 0.0
-        self.done = {comp: threading.Event() for comp, _ in builds}
+        self.done = {build[0]: threading.Event() for build in builds}
 
         def work() -> None:
             try:

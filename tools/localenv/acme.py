@@ -254,7 +254,7 @@ def _forget_previous_server(ctx: Context) -> list[str]:
     for secret in ours.values():
         k8s.api(ctx, "DELETE", f"/api/v1/namespaces/{NAMESPACE}/secrets/{secret}")
     renewed = []
-    _, certificates = k8s.api(ctx, "GET", "/apis/cert-manager.io/v1/certificates")
+    certificates = k8s.api(ctx, "GET", "/apis/cert-manager.io/v1/certificates")[1]
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for cert in certificates.get("items", []):
         ref = cert["spec"].get("issuerRef", {})
