@@ -426,6 +426,36 @@ def _opaque_secret(core: client.CoreV1Api, namespace: str) -> str:
             "thinkus-local-acme",  # inventories/local's ACME issuer
             id="acme-issuer-without-email",
         ),
+        pytest.param(
+            {
+                "ingress_tls_manage_cluster_issuers": True,
+                "ingress_tls_issuer": "internal-acme",
+                "ingress_tls_cluster_issuers": [
+                    {"name": "internal-acme", "acme_server": "https://acme.internal/dir", "ca_bundle": "not a PEM"}
+                ],
+            },
+            None,
+            "ingress_tls_cluster_issuers[0]",
+            "optional ca_bundle: PEM certificates",
+            id="acme-ca-bundle-not-pem",
+        ),
+        pytest.param(
+            {
+                "ingress_tls_manage_cluster_issuers": True,
+                "ingress_tls_issuer": "internal-acme",
+                "ingress_tls_cluster_issuers": [
+                    {
+                        "name": "internal-acme",
+                        "acme_server": "https://acme.internal/dir",
+                        "solver_pod_template": {"nodeSelector": {"a": "b"}},
+                    }
+                ],
+            },
+            None,
+            "ingress_tls_cluster_issuers[0]",
+            "solver_pod_template",
+            id="solver-pod-template-without-spec",
+        ),
         pytest.param({}, _opaque_secret, "ingress_tls_secret_name", "not kubernetes.io/tls", id="secret-name-collides"),
     ],
 )
