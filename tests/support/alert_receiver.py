@@ -4,7 +4,7 @@
 
 """A webhook receiver that records what Alertmanager delivers, for tests.
 
-    with AlertReceiver() as receiver:          # listens on 127.0.0.1:<free port>
+    with AlertReceiver() as receiver:          # listens on 127.0.0.1:<free port> (or host=...)
         url = receiver.url("/pager")           # give this to Alertmanager
         found = receiver.wait_for(lambda n: n.alert("ThinkusHighErrorRate"), timeout=30)
 
@@ -46,6 +46,7 @@ class Notification:
 
 class AlertReceiver:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._notifications: list[Notification] = []
@@ -82,7 +83,7 @@ class AlertReceiver:
         return int(self._server.server_address[1])
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self._host}:{self.port}{path}"
 
     @property
     def notifications(self) -> list[Notification]:

@@ -31,6 +31,13 @@ DERIVED = {
     "golang": f"thinkus-base/golang:{SUITE}",
     "python": f"thinkus-base/python:3.11-slim-{SUITE}",
 }
+# Stand-ins for the upstream images the monitoring role runs in cluster mode (prom/prometheus,
+# prom/alertmanager): Debian's packages on the same base, pulled by the real node from the
+# local registry.
+MONITORING = {
+    "prometheus": f"thinkus-base/prometheus:{SUITE}",
+    "alertmanager": f"thinkus-base/alertmanager:{SUITE}",
+}
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 
 
@@ -108,7 +115,7 @@ def up(ctx: Context) -> dict[str, str]:
         tarball = rootfs_tarball(ctx)
         say(f"importing {BASE}")
         run(["docker", "import", "--change", 'CMD ["/bin/bash"]', str(tarball), BASE])
-    for name, ref in DERIVED.items():
+    for name, ref in {**DERIVED, **MONITORING}.items():
         want = _dockerfile_hash(name)
         if image_exists(ref) and image_label(ref, "thinkus.base.hash") == want:
             continue
@@ -118,7 +125,11 @@ def up(ctx: Context) -> dict[str, str]:
             cwd=IMAGES_DIR / name,
             env={"DOCKER_BUILDKIT": "0"},
         )
-    return {"base_image_debian": BASE, **{f"base_image_{k}": v for k, v in DERIVED.items()}}
+    return {
+        "base_image_debian": BASE,
+        **{f"base_image_{k}": v for k, v in DERIVED.items()},
+        **{f"image_{k}": v for k, v in MONITORING.items()},
+    }
 
 
 def _registry_digest(registry: str, name: str, tag: str, auth: dict[str, str]) -> str | None:
@@ -154,7 +165,7 @@ def publish(registry: str, username: str, password: str) -> list[str]:
     api = docker.APIClient(version="auto", timeout=600)
     auth = {"username": username, "password": password}
     pushed = []
-    for ref in (BASE, *DERIVED.values()):
+    for ref in (BASE, *DERIVED.values(), *MONITORING.values()):
         name, _sep, tag = ref.rpartition(":")
         target = f"{registry}/{name}"
         source_id = api.inspect_image(ref)["Id"]
@@ -176,8 +187,8 @@ def publish(registry: str, username: str, password: str) -> list[str]:
 
 
 def status(ctx: Context) -> tuple[bool, str]:
-    ok = all(image_exists(ref) for ref in (BASE, *DERIVED.values()))
-    return ok, ", ".join((BASE, *DERIVED.values()))
+    refs = (BASE, *DERIVED.values(), *MONITORING.values())
+    return all(image_exists(ref) for ref in refs), ", ".join(refs)
 
 
 def down(ctx: Context) -> None:

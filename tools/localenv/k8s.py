@@ -67,6 +67,9 @@ KWOK_PORT = 10247
 SERVER = f"https://{HOST}:{APISERVER_PORT}"
 SERVICE_CIDR = "10.96.0.0/12"
 SERVICE_IP = "10.96.0.1"
+# The real node's address (its pod bridge's gateway, tools/localenv/node.py): the API server
+# advertises it, so the in-cluster `kubernetes` Service leads pods to the API server.
+NODE_ADDRESS = "10.244.0.1"
 
 # Start order; ``down`` stops them in reverse.
 ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK = (
@@ -96,6 +99,7 @@ COLD_BUILD_MINUTES = {
     "pause": 1,
     "metrics-server": 5,
     "kube-state-metrics": 1,
+    "prometheus-config-reloader": 2,
     "traefik": 8,
     "pebble": 1,
     "pebble-challtestsrv": 1,
@@ -113,6 +117,7 @@ COLD_DOWNLOAD_MINUTES = {
     "traefik": 2,
     "pebble": 0,
     "cert-manager": 1,
+    "config-reloader": 1,
 }
 
 NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
@@ -318,7 +323,7 @@ APISERVER_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 CERTS = (
-    _Cert("apiserver", "kube-apiserver", dns=APISERVER_NAMES, ips=(HOST, SERVICE_IP), server=True),
+    _Cert("apiserver", "kube-apiserver", dns=APISERVER_NAMES, ips=(HOST, SERVICE_IP, NODE_ADDRESS), server=True),
     _Cert("etcd-server", "k8s-etcd", issuer="etcd-ca", dns=LOCAL_NAMES, ips=(HOST,), server=True, client=True),
     _Cert("apiserver-etcd-client", "kube-apiserver-etcd-client", issuer="etcd-ca", client=True),
     _Cert("admin", "thinkus-admin", orgs=("system:masters",), client=True),
@@ -559,12 +564,16 @@ def _get(url: str, context: ssl.SSLContext, timeout: float = 3.0) -> tuple[int, 
         return err.code, err.read()
 
 
-def api(ctx: Context, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+def api(
+    ctx: Context,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    content_type: str = "application/json",
+) -> tuple[int, dict[str, Any]]:
     """One call to our API server as the local admin; returns (status, decoded JSON)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        SERVER + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(SERVER + path, data=data, method=method, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, context=_tls(ctx), timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -694,8 +703,11 @@ def _apiserver_argv(ctx: Context, binary: Path) -> list[str]:
     pki = pki_dir(ctx)
     return [
         str(binary),
-        f"--bind-address={HOST}",
-        f"--advertise-address={HOST}",
+        # Every address, not only the loopback: pods reach the API server through the
+        # `kubernetes` Service, whose endpoint is the advertised node address (the lease
+        # endpoint reconciler keeps it). Clients on this machine keep using the loopback.
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={NODE_ADDRESS}",
         f"--secure-port={APISERVER_PORT}",
         f"--etcd-servers=https://{HOST}:{ETCD_CLIENT_PORT}",
         f"--etcd-cafile={pki / 'etcd-ca.crt'}",
@@ -709,9 +721,7 @@ def _apiserver_argv(ctx: Context, binary: Path) -> list[str]:
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # The endpoint reconciler refuses a loopback address; nothing in a kwok cluster
-        # dials the in-cluster `kubernetes` Service, so it simply gets no endpoints.
-        "--endpoint-reconciler-type=none",
+        "--endpoint-reconciler-type=lease",
         "--allow-privileged=true",
         "--profiling=false",
         # kubectl logs/exec on the real node: the kubelet is reached at its InternalIP.

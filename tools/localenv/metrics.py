@@ -17,6 +17,12 @@ machine, like CoreDNS:
 
 Each runs as a user of its own (client certificate), with the least RBAC it needs.
 
+The same component builds the monitoring role's config reloader sidecar
+(prometheus-config-reloader, from the Prometheus Operator's Go module in ``tools/reloader``)
+and imports it into the real node's containerd; its reference is written to
+``.local/cluster-images.yml``, which inventories/local reads. kube-state-metrics is reached
+from pods at the node address (forwarded to its loopback port, as the managed services are).
+
 Standalone: ``python -m tools.localenv.metrics up|down|status``.
 """
 
@@ -44,13 +50,16 @@ NAME = "cluster-metrics"
 
 TOOLS = Path(__file__).resolve().parents[1]
 MODULE = TOOLS / "metrics"
+RELOADER_MODULE = TOOLS / "reloader"
+RELOADER = "prometheus-config-reloader"
+RELOADER_IMAGE = "localhost/thinkus/prometheus-config-reloader"
 
 METRICS_SERVER, KSM = "metrics-server", "kube-state-metrics"
 PROCESSES = (METRICS_SERVER, KSM)
 # metrics-server listens on the node address: the API server dials it there.
 METRICS_SERVER_PORT = 14443
 KSM_HOST = "127.0.0.1"
-KSM_PORT = 18181
+KSM_PORT = node.HOST_SERVICE_PORTS["kube-state-metrics"]
 KSM_TELEMETRY_PORT = 18182
 METRICS_USER = "thinkus-local:metrics-server"
 KSM_USER = "thinkus-local:kube-state-metrics"
@@ -101,12 +110,42 @@ def _module() -> k8s._Module:
     )
 
 
+def _reloader_module() -> k8s._Module:
+    return k8s._Module(
+        RELOADER_MODULE,
+        "config-reloader",
+        k8s._module_version(RELOADER_MODULE, "github.com/prometheus-operator/prometheus-operator"),
+        {RELOADER: "github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader"},
+    )
+
+
 def build(ctx: Context) -> dict[str, Path]:
-    """metrics-server and kube-state-metrics (after the node's builds when called from Prebuild)."""
+    """metrics-server, kube-state-metrics and the config reloader (after the node's builds when
+    called from Prebuild)."""
     go = k8s._go()
-    mod = _module()
-    k8s._announce_cold_build(ctx, go, (mod,))
-    return k8s._build_module(ctx, go, mod)
+    mods = (_module(), _reloader_module())
+    k8s._announce_cold_build(ctx, go, mods)
+    bins: dict[str, Path] = {}
+    for mod in mods:
+        bins.update(k8s._build_module(ctx, go, mod))
+    return bins
+
+
+def cluster_images_file(ctx: Context) -> Path:
+    """Images the local environment put into the real node's containerd, for inventories/local."""
+    return ctx.state_dir / "cluster-images.yml"
+
+
+def _import_cluster_images(ctx: Context, bins: dict[str, Path]) -> dict[str, str]:
+    """The monitoring role's config reloader, built here (no image can be pulled), as an image
+    in the real node's containerd; its reference goes into .local/cluster-images.yml."""
+    images = {"config_reloader": node.import_binary_image(bins[RELOADER], RELOADER_IMAGE, RELOADER, "65534:65534")}
+    path = cluster_images_file(ctx)
+    text = "# Written by make local-up (tools/localenv/metrics.py): images in the real node's containerd.\n"
+    text += "".join(f"{key}: {ref}\n" for key, ref in sorted(images.items()))
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return images
 
 
 # --------------------------------------------------------------------------- API objects
@@ -314,6 +353,7 @@ def up(ctx: Context) -> dict[str, str]:
     for path, body in _objects(pki):
         k8s.apply(ctx, path, body, NAME)
 
+    images = _import_cluster_images(ctx, bins)
     start_process(ctx, KSM, _ksm_argv(bins[KSM], creds[KSM]), ports=[KSM_PORT, KSM_TELEMETRY_PORT])
     start_process(ctx, METRICS_SERVER, _metrics_server_argv(ctx, bins[METRICS_SERVER], creds[METRICS_SERVER]))
     wait_for(ctx, KSM, lambda: http_status(f"http://{ksm_target()}/healthz") == 200, timeout=60)
@@ -326,7 +366,10 @@ def up(ctx: Context) -> dict[str, str]:
     return {
         "metrics_api": f"{k8s.SERVER}/apis/metrics.k8s.io/v1beta1",
         "kube_state_metrics_target": ksm_target(),
+        # the same, as pods on the real node reach it (the node address, forwarded to the loopback)
+        "kube_state_metrics_cluster_target": f"{node.NODE_IP}:{KSM_PORT}",
         "kube_state_metrics_url": f"http://{ksm_target()}/metrics",
+        **{f"image_{key}": ref for key, ref in images.items()},
     }
 
 

@@ -72,7 +72,7 @@ NODE_LABEL = ("thinkus.ops/node", "real")
 NODE_TAINT = {"key": "thinkus.ops/real-node", "value": "true", "effect": "NoSchedule"}
 BRIDGE = "thinkus0"
 POD_CIDR = "10.244.0.0/24"
-NODE_IP = "10.244.0.1"
+NODE_IP = k8s.NODE_ADDRESS
 CLUSTER_DNS = NODE_IP
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
@@ -88,6 +88,12 @@ KUBE_PROXY_HEALTHZ_PORT = 10256
 KUBE_PROXY_METRICS_PORT = 10249
 COREDNS_HEALTH_PORT = 19153
 COREDNS_READY_PORT = 19181
+
+# Storage the local environment provides, as a cluster's default StorageClass would: local
+# PersistentVolumes on the real node, bound when a pod that uses the claim is scheduled.
+STORAGE_CLASS = "thinkus-local"
+VOLUMES = 6
+VOLUME_CAPACITY = "10Gi"
 
 CONTAINERD, KUBELET, KUBE_PROXY, COREDNS = "node-containerd", "kubelet", "kube-proxy", "coredns"
 PROCESSES = (CONTAINERD, KUBELET, KUBE_PROXY, COREDNS)
@@ -234,8 +240,9 @@ def _remove_forwarding() -> None:
 
 # The local environment's loopback services that pods use, as a managed service would be used
 # from a cluster: the backup CronJobs' pods reach PostgreSQL, Redis and the S3 store at the node
-# address, forwarded to the loopback (kube-proxy does the same for a NodePort on localhost).
-HOST_SERVICE_PORTS = {"postgres": 15432, "redis": 16379, "s3": 19000}
+# address, forwarded to the loopback (kube-proxy does the same for a NodePort on localhost), and
+# the in-cluster Prometheus scrapes kube-state-metrics there.
+HOST_SERVICE_PORTS = {"postgres": 15432, "redis": 16379, "s3": 19000, "kube-state-metrics": 18181}
 HOST_SERVICES_CHAIN = "THINKUS-NODE-HOST-SERVICES"
 
 
@@ -701,6 +708,79 @@ def _ensure_serving_cert(ctx: Context) -> None:
     )
 
 
+def _volume(name: str, path: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"thinkus.ops/local-volume": "true"}},
+        "spec": {
+            "capacity": {"storage": VOLUME_CAPACITY},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": STORAGE_CLASS,
+            "volumeMode": "Filesystem",
+            "local": {"path": str(path)},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": NODE_LABEL[0], "operator": "In", "values": [NODE_LABEL[1]]}]}
+                    ]
+                }
+            },
+        },
+    }
+
+
+def _ensure_volumes(ctx: Context) -> int:
+    """The StorageClass ``thinkus-local`` and its local PersistentVolumes on the real node.
+
+    No provisioner: ``make local-up`` pre-creates the volumes (directories under the node's
+    state), and a claim binds when the first pod that uses it is scheduled
+    (WaitForFirstConsumer), so the pod and its data land on the real node. A volume whose
+    claim was deleted (Released) is wiped and offered again, which is what a Delete reclaim
+    policy does on a provisioner that can delete. Returns how many volumes are free.
+    """
+    k8s.apply(
+        ctx,
+        f"/apis/storage.k8s.io/v1/storageclasses/{STORAGE_CLASS}",
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": STORAGE_CLASS},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Retain",
+        },
+        NAME,
+    )
+    root = node_dir(ctx) / "volumes"
+    free = 0
+    for index in range(VOLUMES):
+        name = f"{STORAGE_CLASS}-{index}"
+        path = root / name
+        code, current = k8s.api(ctx, "GET", f"/api/v1/persistentvolumes/{name}")
+        phase = current.get("status", {}).get("phase") if code == 200 else None
+        if code == 404 or phase in ("Released", "Failed"):
+            # A new volume (or one given back) starts empty.
+            if path.exists():
+                shutil.rmtree(path)
+            path.mkdir(parents=True, mode=0o755)
+            if phase:
+                k8s.api(
+                    ctx,
+                    "PATCH",
+                    f"/api/v1/persistentvolumes/{name}",
+                    {"spec": {"claimRef": None}},
+                    content_type="application/merge-patch+json",
+                )
+                say(f"volume {name} was {phase}: wiped and offered again")
+        elif not path.is_dir():
+            path.mkdir(parents=True, mode=0o755)
+        k8s.apply(ctx, f"/api/v1/persistentvolumes/{name}", _volume(name, path), NAME)
+        free += phase in (None, "Available", "Released", "Failed")
+    return free
+
+
 def up(ctx: Context) -> dict[str, str]:
     if k8s.external_kubeconfig(ctx):
         say(f"{NAME}: KUBECONFIG names another cluster; no local node is added to it")
@@ -757,8 +837,13 @@ def up(ctx: Context) -> dict[str, str]:
         ctx, KUBE_PROXY, lambda: http_status(f"http://127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}/healthz") == 200, timeout=60
     )
     wait_for(ctx, KUBELET, lambda: _node_ready(ctx), timeout=120, interval=1)
-    say(f"real node {NODE_NAME} is Ready ({NODE_IP}, pods {POD_CIDR}, cluster DNS {CLUSTER_DNS}, sandbox {pause_ref})")
+    free = _ensure_volumes(ctx)
+    say(
+        f"real node {NODE_NAME} is Ready ({NODE_IP}, pods {POD_CIDR}, cluster DNS {CLUSTER_DNS}, sandbox {pause_ref}); "
+        f"StorageClass {STORAGE_CLASS}: {free} of {VOLUMES} local volumes free"
+    )
     return {
+        "storage_class": STORAGE_CLASS,
         "node_name": NODE_NAME,
         "node_ip": NODE_IP,
         "node_pod_cidr": POD_CIDR,
