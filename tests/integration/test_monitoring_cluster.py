@@ -170,7 +170,7 @@ def test_the_objects_hold_the_rendered_configuration(runs: dict[str, PlaybookRes
 
 def test_a_second_run_changes_nothing(runs: dict[str, PlaybookResult]) -> None:
     assert runs["second"].task(APPLY_TASK)["changed"] is False
-    assert runs["second"].task(ROLE + "Apply the receivers' secrets and the registry pull Secret")["changed"] is False
+    assert runs["second"].task(ROLE + "Apply the monitoring Secrets (receivers, Grafana, Loki, registry pull)")["changed"] is False
     assert runs["second"].stats["localhost"]["changed"] == 0
 
 

@@ -92,6 +92,39 @@ def test_a_wrong_value_fails_in_preflight_with_nothing_changed(
     assert app_ns not in {n.metadata.name for n in core.list_namespace().items}
 
 
+MONITORING_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "volume_size": (
+        {"monitoring_k8s_volume_sizes": {"prometheus": "lots", "alertmanager": "1Gi", "loki": "1Gi"}},
+        ["monitoring_k8s_volume_sizes needs prometheus, alertmanager and loki as Kubernetes quantities", '"lots"'],
+    ),
+    "storage_class": (
+        {"monitoring_k8s_storage_class": "Local_SSD"},
+        ["monitoring_k8s_storage_class must be empty or a StorageClass name", '"Local_SSD"'],
+    ),
+    "pull_secret_without_server": (
+        {"monitoring_k8s_registry_pull_secret": "registry", "monitoring_k8s_registry_server": ""},
+        ["the pull Secret needs monitoring_k8s_registry_server and monitoring_k8s_registry_username"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MONITORING_CASES))
+def test_a_wrong_monitoring_cluster_value_fails_in_preflight_with_nothing_changed(
+    case: str, core: client.CoreV1Api, app_ns: str
+) -> None:
+    overrides, expected = MONITORING_CASES[case]
+    result = run_playbook(
+        "playbooks/monitoring.yml",
+        inventory="inventories/local",
+        extra_vars={"monitoring_mode": "cluster", "monitoring_k8s_namespace": app_ns} | overrides,
+    )
+    assert result.rc != 0
+    flat = _flat(result.output)
+    for text in expected:
+        assert text in flat, result.output[-3000:]
+    assert app_ns not in {n.metadata.name for n in core.list_namespace().items}
+
+
 def test_a_backup_job_name_that_is_no_dns_label_fails_in_preflight(tmp_path: Path, core: client.CoreV1Api) -> None:
     """backup_name ends up in host files (systemd units, cron entries): checked in every mode."""
     playbook = tmp_path / "schedules.yml"
