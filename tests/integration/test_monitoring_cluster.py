@@ -14,14 +14,22 @@ PodMonitor objects. Everything lives in its own namespace and is deleted afterwa
 from __future__ import annotations
 
 import base64
+import http.server
 import os
+import socket
+import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
+from ansible.constants import DEFAULT_VAULT_ID_MATCH
+from ansible.parsing.vault import VaultLib, VaultSecret
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -170,8 +178,108 @@ def test_the_objects_hold_the_rendered_configuration(runs: dict[str, PlaybookRes
 
 def test_a_second_run_changes_nothing(runs: dict[str, PlaybookResult]) -> None:
     assert runs["second"].task(APPLY_TASK)["changed"] is False
-    assert runs["second"].task(ROLE + "Apply the monitoring Secrets (receivers, Grafana, Loki, registry pull)")["changed"] is False
+    secrets_task = ROLE + "Apply the monitoring Secrets (receivers, Grafana, Loki, registry pull)"
+    assert runs["second"].task(secrets_task)["changed"] is False
     assert runs["second"].stats["localhost"]["changed"] == 0
+
+
+class _Backend(http.server.BaseHTTPRequestHandler):
+    """Stands in for Loki behind the gateway: answers 200 and remembers each request's headers."""
+
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append({k.lower(): v for k, v in self.headers.items()} | {":path": self.path})
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _status(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_grafana_and_loki_take_their_credentials_from_the_vault(
+    runs: dict[str, PlaybookResult], api: client.ApiClient, tmp_path: Path
+) -> None:
+    """Grafana's admin account from the Secret; Loki only behind its gateway, run here with Debian's nginx."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    vault = _local_vault()
+    admin = core.read_namespaced_secret("grafana-admin", NAMESPACE).data
+    assert base64.b64decode(admin["admin-password"]).decode() == vault["vault_grafana_admin_password"]
+    grafana = apps.read_namespaced_deployment("grafana", NAMESPACE).spec.template.spec.containers[0]
+    env = {e.name: e.value_from.secret_key_ref.name if e.value_from else e.value for e in grafana.env}
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "grafana-admin"
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    for result in runs.values():
+        assert vault["vault_grafana_admin_password"] not in result.output
+        assert vault["vault_loki_password"] not in result.output
+    policy = client.NetworkingV1Api(api).read_namespaced_network_policy("loki", NAMESPACE)
+    allowed = policy.spec.ingress[0]._from[0].pod_selector.match_expressions[0].values
+    assert sorted(allowed) == ["grafana", "vector"]
+    loki = yaml.safe_load(core.read_namespaced_config_map("loki-config", NAMESPACE).data["config.yml"])
+    assert loki["auth_enabled"] is True
+    assert loki["server"]["http_listen_address"] == "127.0.0.1"
+
+    # The gateway's configuration as the cluster holds it, served by a real nginx in front of a stub.
+    gateway = core.read_namespaced_config_map("loki-gateway", NAMESPACE).data["default.conf"]
+    access = core.read_namespaced_secret("loki-access", NAMESPACE).data
+    (tmp_path / "credentials.conf").write_text(base64.b64decode(access["credentials.conf"]).decode())
+    listen, backend = _free_port(), _free_port()
+    site = (
+        gateway.replace("/etc/nginx/secrets/credentials.conf", str(tmp_path / "credentials.conf"))
+        .replace("listen 3100;", f"listen 127.0.0.1:{listen};")
+        .replace("127.0.0.1:3101", f"127.0.0.1:{backend}")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\ndaemon off;\nevents {{}}\n"
+        f"http {{\n access_log off;\n client_body_temp_path {tmp_path}/body;\n proxy_temp_path {tmp_path}/proxy;\n"
+        f"{site}\n}}\n"
+    )
+    stub = http.server.ThreadingHTTPServer(("127.0.0.1", backend), _Backend)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
+    try:
+        base = f"http://127.0.0.1:{listen}"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _status(f"{base}/ready", {}) != 200:
+            time.sleep(0.1)
+        good = base64.b64encode(f"thinkus-logs:{vault['vault_loki_password']}".encode()).decode()
+        bad = base64.b64encode(b"thinkus-logs:not-the-password").decode()
+        assert _status(f"{base}/ready", {}) == 200
+        assert _status(f"{base}/loki/api/v1/labels", {}) == 401
+        assert _status(f"{base}/loki/api/v1/labels", {"Authorization": f"Basic {bad}"}) == 401
+        _Backend.seen.clear()
+        headers = {"Authorization": f"Basic {good}", "X-Scope-OrgID": "someone-else"}
+        assert _status(f"{base}/loki/api/v1/labels", headers) == 200
+        (request,) = _Backend.seen
+        assert request["x-scope-orgid"] == "thinkus"  # the gateway's tenant, whatever the client sent
+        assert "authorization" not in request  # the password goes no further than the gateway
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        stub.shutdown()
+
+
+def _local_vault() -> dict[str, str]:
+    password = (REPO_ROOT / "inventories/local/vault-password.txt").read_bytes().strip()
+    vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(password))])
+    return yaml.safe_load(vault.decrypt((REPO_ROOT / "inventories/local/group_vars/all/vault.yml").read_bytes()))
 
 
 def test_operator_crds_switch_to_prometheusrule_and_podmonitor(
