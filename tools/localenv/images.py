@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from ._proc import Context, LocalEnvError, run, say
@@ -31,13 +32,12 @@ DERIVED = {
     "golang": f"thinkus-base/golang:{SUITE}",
     "python": f"thinkus-base/python:3.11-slim-{SUITE}",
 }
-# Stand-ins for the upstream images the monitoring role runs in cluster mode (prom/prometheus,
-# prom/alertmanager): Debian's packages on the same base, pulled by the real node from the
-# local registry.
-MONITORING = {
-    "prometheus": f"thinkus-base/prometheus:{SUITE}",
-    "alertmanager": f"thinkus-base/alertmanager:{SUITE}",
-}
+# Stand-ins for the upstream images the monitoring role runs in cluster mode, on the same base,
+# pulled by the real node from the local registry: prom/alertmanager from Debian's package here;
+# prom/prometheus from its Go module (Debian's leaves Kubernetes discovery out), built with the
+# other Go builds and put on the base by tools/localenv/metrics.py (build_binary_image).
+MONITORING = {"alertmanager": f"thinkus-base/alertmanager:{SUITE}"}
+PROMETHEUS = f"thinkus-base/prometheus:2.42.0-{SUITE}"
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 
 
@@ -106,6 +106,28 @@ def rootfs_tarball(ctx: Context) -> Path:
     return tarball
 
 
+def build_binary_image(name: str, ref: str, binary: Path) -> None:
+    """``ref`` from tools/localenv/images/<name>/Dockerfile with ``binary`` beside it in the
+    build context (a scratch directory); rebuilt only when the Dockerfile or the binary changed."""
+    dockerfile = IMAGES_DIR / name / "Dockerfile"
+    digest = hashlib.sha256(dockerfile.read_bytes())
+    with binary.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    want = digest.hexdigest()[:16]
+    if image_exists(ref) and image_label(ref, "thinkus.base.hash") == want:
+        return
+    say(f"building {ref} (the binary on the base image)")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy2(dockerfile, Path(tmp) / "Dockerfile")
+        shutil.copy2(binary, Path(tmp) / binary.name)
+        run(
+            ["docker", "build", "--label", f"thinkus.base.hash={want}", "--build-arg", f"BASE={BASE}", "-t", ref, "."],
+            cwd=Path(tmp),
+            env={"DOCKER_BUILDKIT": "0"},
+        )
+
+
 def _dockerfile_hash(name: str) -> str:
     return hashlib.sha256((IMAGES_DIR / name / "Dockerfile").read_bytes()).hexdigest()[:16]
 
@@ -152,20 +174,20 @@ def _registry_digest(registry: str, name: str, tag: str, auth: dict[str, str]) -
         return None
 
 
-def publish(registry: str, username: str, password: str) -> list[str]:
+def publish(registry: str, username: str, password: str, refs: Sequence[str] | None = None) -> list[str]:
     """Push the base images to the local registry as ``<registry>/<name>`` (idempotent).
 
     thinkus.ops.docker_build_image takes every FROM image by its registry digest, never by a
     local image ID, so the stand-ins must be in a registry like upstream images are. The
     credentials go in the push request's header (docker SDK), never into ~/.docker or argv.
-    Returns the references pushed by this call.
+    ``refs``: these local images instead of the base ones. Returns the references pushed by this call.
     """
     import docker  # the virtualenv's SDK; imported here so that `status` needs no engine client
 
     api = docker.APIClient(version="auto", timeout=600)
     auth = {"username": username, "password": password}
     pushed = []
-    for ref in (BASE, *DERIVED.values(), *MONITORING.values()):
+    for ref in refs if refs is not None else (BASE, *DERIVED.values(), *MONITORING.values()):
         name, _sep, tag = ref.rpartition(":")
         target = f"{registry}/{name}"
         source_id = api.inspect_image(ref)["Id"]

@@ -100,6 +100,7 @@ COLD_BUILD_MINUTES = {
     "metrics-server": 5,
     "kube-state-metrics": 1,
     "prometheus-config-reloader": 2,
+    "prometheus": 3,
     "traefik": 8,
     "pebble": 1,
     "pebble-challtestsrv": 1,
@@ -118,6 +119,7 @@ COLD_DOWNLOAD_MINUTES = {
     "pebble": 0,
     "cert-manager": 1,
     "config-reloader": 1,
+    "prometheus": 1,
 }
 
 NODE_NAMES = tuple(f"kwok-node-{i}" for i in range(3))
@@ -214,6 +216,7 @@ class _Module:
     label: str
     version: str
     commands: dict[str, str]  # binary name -> Go package
+    ldflags: str = "-s -w"  # the Kubernetes module's are computed (version stamps)
 
 
 def _build_module(ctx: Context, go: str, mod: _Module) -> dict[str, Path]:
@@ -237,7 +240,7 @@ def _build_module(ctx: Context, go: str, mod: _Module) -> dict[str, Path]:
             unit="download steps",
         )
         say(f"modules of {mod.label} ready in {time.monotonic() - started:.0f}s")
-    ldflags = "-s -w"
+    ldflags = mod.ldflags
     if mod.label == "kubernetes":
         ldflags = _k8s_ldflags(mod.version, _release_date(ctx, go, mod.directory, "k8s.io/kubernetes"))
     for name, package in mod.commands.items():

@@ -17,9 +17,11 @@ machine, like CoreDNS:
 
 Each runs as a user of its own (client certificate), with the least RBAC it needs.
 
-The same component builds the monitoring role's config reloader sidecar
-(prometheus-config-reloader, from the Prometheus Operator's Go module in ``tools/reloader``)
-and imports it into the real node's containerd; its reference is written to
+The same component builds what the monitoring role runs in cluster mode that no package has:
+its config reloader sidecar (prometheus-config-reloader, from the Prometheus Operator's Go
+module in ``tools/reloader``), imported into the real node's containerd, and Prometheus 2.42.0
+(``tools/prometheus``; Debian's package leaves Kubernetes service discovery out), put on the
+local base image and pushed to the local registry. Their references are written to
 ``.local/cluster-images.yml``, which inventories/local reads. kube-state-metrics is reached
 from pods at the node address (forwarded to its loopback port, as the managed services are).
 
@@ -35,7 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.localenv import k8s, node
+from tools.localenv import images as base_images
+from tools.localenv import k8s, node, registry
 from tools.localenv._proc import (
     Context,
     component_main,
@@ -53,6 +56,11 @@ MODULE = TOOLS / "metrics"
 RELOADER_MODULE = TOOLS / "reloader"
 RELOADER = "prometheus-config-reloader"
 RELOADER_IMAGE = "localhost/thinkus/prometheus-config-reloader"
+PROMETHEUS_MODULE = TOOLS / "prometheus"
+PROMETHEUS = "prometheus"
+# Prometheus's Go module v0.42.0 is its release 2.42.0 (the version of Debian's package and of
+# the monitoring role's pinned image).
+PROMETHEUS_VERSION = "v2.42.0"
 
 METRICS_SERVER, KSM = "metrics-server", "kube-state-metrics"
 PROCESSES = (METRICS_SERVER, KSM)
@@ -119,11 +127,21 @@ def _reloader_module() -> k8s._Module:
     )
 
 
+def _prometheus_module() -> k8s._Module:
+    return k8s._Module(
+        PROMETHEUS_MODULE,
+        "prometheus",
+        PROMETHEUS_VERSION,
+        {PROMETHEUS: "github.com/prometheus/prometheus/cmd/prometheus"},
+        ldflags=f"-s -w -X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION.removeprefix('v')}",
+    )
+
+
 def build(ctx: Context) -> dict[str, Path]:
-    """metrics-server, kube-state-metrics and the config reloader (after the node's builds when
-    called from Prebuild)."""
+    """metrics-server, kube-state-metrics, the config reloader and Prometheus (after the node's
+    builds when called from Prebuild)."""
     go = k8s._go()
-    mods = (_module(), _reloader_module())
+    mods = (_module(), _reloader_module(), _prometheus_module())
     k8s._announce_cold_build(ctx, go, mods)
     bins: dict[str, Path] = {}
     for mod in mods:
@@ -137,9 +155,15 @@ def cluster_images_file(ctx: Context) -> Path:
 
 
 def _import_cluster_images(ctx: Context, bins: dict[str, Path]) -> dict[str, str]:
-    """The monitoring role's config reloader, built here (no image can be pulled), as an image
-    in the real node's containerd; its reference goes into .local/cluster-images.yml."""
+    """The monitoring role's config reloader, built here (no image can be pulled), as an image in
+    the real node's containerd, and Prometheus on the base image in the registry; their references
+    go into .local/cluster-images.yml."""
     images = {"config_reloader": node.import_binary_image(bins[RELOADER], RELOADER_IMAGE, RELOADER, "65534:65534")}
+    # Prometheus on the base image, in the registry as the real node pulls it
+    base_images.build_binary_image("prometheus", base_images.PROMETHEUS, bins[PROMETHEUS])
+    for ref in registry.publish(ctx, [base_images.PROMETHEUS]):
+        say(f"{NAME}: pushed {ref}")
+    images["prometheus"] = f"{registry.HOST}:{registry.PORT}/{base_images.PROMETHEUS}"
     path = cluster_images_file(ctx)
     text = "# Written by make local-up (tools/localenv/metrics.py): images in the real node's containerd.\n"
     text += "".join(f"{key}: {ref}\n" for key, ref in sorted(images.items()))

@@ -47,6 +47,11 @@ def up(ctx: Context) -> dict[str, str]:
     return {"registry": f"{HOST}:{PORT}", "registry_url": _url()}
 
 
+def publish(ctx: Context, refs: list[str]) -> list[str]:
+    """Push these local images to the registry (idempotent), as its user."""
+    return images.publish(f"{HOST}:{PORT}", USER, _secrets.get(ctx, "registry_password"), refs)
+
+
 def status(ctx: Context) -> tuple[bool, str]:
     return http_status(f"{_url()}/v2/") == 401, f"{HOST}:{PORT}"
 
