@@ -51,8 +51,11 @@ def _run(kubeconfig: Path, check: bool = False, **overrides: Any) -> PlaybookRes
         "monitoring_k8s_namespace": NAMESPACE,
         "monitoring_k8s_app_namespaces": ["thinkus-test-monitoring-apps"],
         "monitoring_k8s_operator": "auto",
-        # kwok nodes run no volumes: the claims and the real node are test_monitoring_real_node's
+        # On the kwok nodes (every image "runs" there, Grafana's and Loki's included), which have no
+        # volumes: the real node, its claims and its pulls are test_monitoring_real_node's.
         "monitoring_k8s_persistence": False,
+        "monitoring_k8s_node_selector": {},
+        "monitoring_k8s_tolerations": [],
         "monitoring_alertmanager_receivers": [
             {"name": "chat", "type": "slack", "slack_api_url": SECRET, "slack_channel": "#thinkus-alerts"},
         ],
@@ -212,6 +215,8 @@ def _status(url: str, headers: dict[str, str]) -> int:
             return resp.status
     except urllib.error.HTTPError as err:
         return err.code
+    except OSError:
+        return 0  # not listening (yet)
 
 
 def test_grafana_and_loki_take_their_credentials_from_the_vault(
@@ -261,7 +266,7 @@ def test_grafana_and_loki_take_their_credentials_from_the_vault(
             time.sleep(0.1)
         good = base64.b64encode(f"thinkus-logs:{vault['vault_loki_password']}".encode()).decode()
         bad = base64.b64encode(b"thinkus-logs:not-the-password").decode()
-        assert _status(f"{base}/ready", {}) == 200
+        assert _status(f"{base}/ready", {}) == 200, nginx.poll()
         assert _status(f"{base}/loki/api/v1/labels", {}) == 401
         assert _status(f"{base}/loki/api/v1/labels", {"Authorization": f"Basic {bad}"}) == 401
         _Backend.seen.clear()
