@@ -97,6 +97,10 @@ MONITORING_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"monitoring_k8s_volume_sizes": {"prometheus": "lots", "alertmanager": "1Gi", "loki": "1Gi"}},
         ["monitoring_k8s_volume_sizes needs prometheus, alertmanager and loki as Kubernetes quantities", '"lots"'],
     ),
+    "resources": (
+        {"monitoring_k8s_resources": {"prometheus": {"requests": {"memory": "1GB"}}}},
+        ["must be a Kubernetes quantity such as 250m or 512Mi", '"prometheus.requests.memory=1GB"'],
+    ),
     "storage_class": (
         {"monitoring_k8s_storage_class": "Local_SSD"},
         ["monitoring_k8s_storage_class must be empty or a StorageClass name", '"Local_SSD"'],
