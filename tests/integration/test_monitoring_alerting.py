@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.alert_receiver import AlertReceiver, iter_alerts
+from tests.support.alert_receiver import AlertReceiver, iter_alerts, pager_and_chat_vars
 from tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
 
 pytestmark = [pytest.mark.localenv, pytest.mark.slow]
@@ -202,14 +202,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "monitoring_alert_error_warning_for": FOR,
             "monitoring_alertmanager_group_wait": "1s",
             "monitoring_alertmanager_group_interval": "1s",
-            "monitoring_alertmanager_receivers": [
-                {"name": "pager", "type": "webhook", "url": receiver.url("/pager"), "bearer_token": tokens["pager"]},
-                {"name": "chat", "type": "webhook", "url": receiver.url("/chat"), "bearer_token": tokens["chat"]},
-                {"name": "blackhole", "type": "none"},
-            ],
-            "monitoring_alertmanager_default_receiver": "blackhole",
-            "monitoring_alertmanager_critical_receiver": "pager",
-            "monitoring_alertmanager_warning_receiver": "chat",
+            **pager_and_chat_vars(receiver, tokens),
             "monitoring_prometheus_url": prom_url,
             "monitoring_prometheus_config_file": str(prom_cfg),
             "monitoring_prometheus_rules_dir": str(tmp / "prometheus" / "rules"),

@@ -40,7 +40,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.alert_receiver import AlertReceiver
+from tests.support.alert_receiver import AlertReceiver, pager_and_chat_vars
 from tests.support.ansible import REPO_ROOT, PlaybookResult, run_playbook
 from tests.support.kube import local_api, wait_until
 from tools.localenv import _secrets, node, registry
@@ -209,14 +209,7 @@ def stack() -> Iterator[Stack]:
             "monitoring_alert_error_warning_for": FOR,
             "monitoring_alertmanager_group_wait": "1s",
             "monitoring_alertmanager_group_interval": "5s",
-            "monitoring_alertmanager_receivers": [
-                {"name": "pager", "type": "webhook", "url": receiver.url("/pager"), "bearer_token": tokens["pager"]},
-                {"name": "chat", "type": "webhook", "url": receiver.url("/chat"), "bearer_token": tokens["chat"]},
-                {"name": "blackhole", "type": "none"},
-            ],
-            "monitoring_alertmanager_default_receiver": "blackhole",
-            "monitoring_alertmanager_critical_receiver": "pager",
-            "monitoring_alertmanager_warning_receiver": "chat",
+            **pager_and_chat_vars(receiver, tokens),
         }
         first = _run(extra_vars)
         second = _run(extra_vars)

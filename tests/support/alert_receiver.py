@@ -118,6 +118,21 @@ class AlertReceiver:
         self.stop()
 
 
+def pager_and_chat_vars(receiver: AlertReceiver, tokens: dict[str, str]) -> dict[str, Any]:
+    """The monitoring role's routing to ``receiver``: critical to /pager, warning to /chat (each
+    with its Bearer token from ``tokens``), anything else nowhere."""
+    return {
+        "monitoring_alertmanager_receivers": [
+            {"name": "pager", "type": "webhook", "url": receiver.url("/pager"), "bearer_token": tokens["pager"]},
+            {"name": "chat", "type": "webhook", "url": receiver.url("/chat"), "bearer_token": tokens["chat"]},
+            {"name": "blackhole", "type": "none"},
+        ],
+        "monitoring_alertmanager_default_receiver": "blackhole",
+        "monitoring_alertmanager_critical_receiver": "pager",
+        "monitoring_alertmanager_warning_receiver": "chat",
+    }
+
+
 def iter_alerts(
     notifications: list[Notification], status: str | None = "firing"
 ) -> Iterator[tuple[Notification, dict]]:
