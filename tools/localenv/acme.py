@@ -110,13 +110,7 @@ def _modules() -> tuple[k8s._Module, k8s._Module]:
 
 
 def build(ctx: Context) -> dict[str, Path]:
-    go = k8s._go()
-    mods = _modules()
-    k8s._announce_cold_build(ctx, go, mods)
-    bins: dict[str, Path] = {}
-    for mod in mods:
-        bins.update(k8s._build_module(ctx, go, mod))
-    return bins
+    return k8s.build_modules(ctx, _modules())
 
 
 def _crd_dir(ctx: Context) -> Path:

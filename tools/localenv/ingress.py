@@ -61,15 +61,13 @@ def ingress_dir(ctx: Context) -> Path:
 
 
 def build(ctx: Context) -> dict[str, Path]:
-    go = k8s._go()
     mod = k8s._Module(
         MODULE,
         "traefik",
         k8s._module_version(MODULE, "github.com/traefik/traefik/v3"),
         {PROCESS: "github.com/traefik/traefik/v3/cmd/traefik"},
     )
-    k8s._announce_cold_build(ctx, go, (mod,))
-    return k8s._build_module(ctx, go, mod)
+    return k8s.build_modules(ctx, (mod,))
 
 
 def _objects() -> list[tuple[str, dict[str, Any]]]:

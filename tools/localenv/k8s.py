@@ -261,21 +261,26 @@ def _build_module(ctx: Context, go: str, mod: _Module) -> dict[str, Path]:
     return bins
 
 
+def build_modules(ctx: Context, mods: Sequence[_Module]) -> dict[str, Path]:
+    """Build (or reuse from the cache) each module's binaries, in order; one cold-build notice first."""
+    go = _go()
+    _announce_cold_build(ctx, go, mods)
+    bins: dict[str, Path] = {}
+    for mod in mods:
+        bins.update(_build_module(ctx, go, mod))
+    return bins
+
+
 def build(ctx: Context) -> dict[str, Path]:
     """Build (or reuse from the cache) every binary the control plane needs."""
     ctx.ensure()
-    go = _go()
     kube = _Module(
         K8S_MODULE, "kubernetes", k8s_version(), {name: f"k8s.io/kubernetes/cmd/{name}" for name in K8S_COMMANDS}
     )
     kwok = _Module(KWOK_MODULE, "kwok", kwok_version(), {"kwok": "sigs.k8s.io/kwok/cmd/kwok"})
     # Not Debian's etcd-server: tools/etcd/go.mod says why 3.4 does not do.
     etcd = _Module(ETCD_MODULE, "etcd", etcd_version(), {"etcd": "."})
-    _announce_cold_build(ctx, go, (kube, kwok, etcd))
-    bins = _build_module(ctx, go, kube)
-    for mod in (kwok, etcd):
-        bins.update(_build_module(ctx, go, mod))
-    return bins
+    return build_modules(ctx, (kube, kwok, etcd))
 
 
 def _announce_cold_build(ctx: Context, go: str, mods: Sequence[_Module]) -> None:

@@ -140,13 +140,7 @@ def _prometheus_module() -> k8s._Module:
 def build(ctx: Context) -> dict[str, Path]:
     """metrics-server, kube-state-metrics, the config reloader and Prometheus (after the node's
     builds when called from Prebuild)."""
-    go = k8s._go()
-    mods = (_module(), _reloader_module(), _prometheus_module())
-    k8s._announce_cold_build(ctx, go, mods)
-    bins: dict[str, Path] = {}
-    for mod in mods:
-        bins.update(k8s._build_module(ctx, go, mod))
-    return bins
+    return k8s.build_modules(ctx, (_module(), _reloader_module(), _prometheus_module()))
 
 
 def cluster_images_file(ctx: Context) -> Path:
