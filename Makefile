@@ -48,7 +48,7 @@ unit: setup ## pytest unit tests
 	pytest -q tests/unit
 
 integration: setup ## tests against the local environment (bring it up first: make local-up)
-	pytest -q --durations=15 -m "not faults" tests/localenv tests/integration
+	pytest -q --durations=15 -m "not faults" tests/localenv tests/integration tests/environments
 
 faults: setup ## the fault-injection suite against the local environment (killed deploys, 5xx, outages)
 	pytest -q --durations=15 -m faults tests/integration

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import http.client
 import math
+import socket
 import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -77,23 +79,65 @@ def threshold_breaches(
     return breaches
 
 
-class _Client:
-    """One keep-alive connection per target and worker, reopened after any failure."""
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a fixed address; the Host header stays the URL's host (curl's --resolve)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, netloc: str, address: str, **kwargs: Any) -> None:
+        super().__init__(netloc, **kwargs)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a fixed address; SNI, the Host header and the certificate check keep the URL's host."""
+
+    def __init__(self, netloc: str, address: str, context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(netloc, context=context, **kwargs)
+        self.address = address
+        self.tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+
+
+def tls_context(ca_path: str | None = None) -> ssl.SSLContext:
+    """The system roots, or only the CA bundle at ``ca_path`` (a private CA, a staging ACME root)."""
+    if ca_path:
+        return ssl.create_default_context(cafile=ca_path)
+    return ssl.create_default_context()
+
+
+class _Client:
+    """One keep-alive connection per target and worker, reopened after any failure.
+
+    ``connect_address`` sends every request to that address instead of the URL host's DNS
+    answer, as ``curl --resolve`` does; ``ca_path`` trusts only that CA bundle for HTTPS.
+    """
+
+    def __init__(self, timeout: float, connect_address: str | None = None, ca_path: str | None = None) -> None:
         self.timeout = timeout
+        self.connect_address = connect_address
+        self.ca_path = ca_path
         self.conns: dict[str, http.client.HTTPConnection] = {}
+
+    def _new(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        if scheme == "https":
+            context = tls_context(self.ca_path)
+            if self.connect_address:
+                return _PinnedHTTPSConnection(netloc, self.connect_address, context, timeout=self.timeout)
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=context)
+        if self.connect_address:
+            return _PinnedHTTPConnection(netloc, self.connect_address, timeout=self.timeout)
+        return http.client.HTTPConnection(netloc, timeout=self.timeout)
 
     def _conn(self, url: str) -> tuple[http.client.HTTPConnection, str]:
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         if key not in self.conns:
-            if parts.scheme == "https":
-                self.conns[key] = http.client.HTTPSConnection(
-                    parts.netloc, timeout=self.timeout, context=ssl.create_default_context()
-                )
-            else:
-                self.conns[key] = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+            self.conns[key] = self._new(parts.scheme, parts.netloc)
         path = parts.path or "/"
         return self.conns[key], path + (f"?{parts.query}" if parts.query else "")
 
@@ -117,7 +161,13 @@ class _Client:
 
 
 def run_load(
-    targets: list[Target], requests: int, concurrency: int, max_seconds: float, timeout: float
+    targets: list[Target],
+    requests: int,
+    concurrency: int,
+    max_seconds: float,
+    timeout: float,
+    connect_address: str | None = None,
+    ca_path: str | None = None,
 ) -> tuple[list[Sample], float]:
     """Send ``requests`` requests round-robin over ``targets``; stop early at ``max_seconds``."""
     deadline = time.monotonic() + max_seconds
@@ -126,7 +176,7 @@ def run_load(
     samples: list[Sample] = []
 
     def worker() -> None:
-        client = _Client(timeout)
+        client = _Client(timeout, connect_address, ca_path)
         try:
             while time.monotonic() < deadline:
                 with lock:

@@ -72,6 +72,18 @@ options:
     description: Timeout of one request, in seconds.
     type: float
     default: 10
+  connect_address:
+    description:
+      - Send every request to this IP address or host name instead of the address the URL's
+        host resolves to, as C(curl --resolve) does. The Host header, TLS SNI and the
+        certificate check keep the URL's host.
+      - For checking an environment before its DNS points at it, or through a known load balancer.
+    type: str
+  ca_path:
+    description:
+      - A PEM bundle of the CAs HTTPS certificates must chain to, instead of the system roots
+        (a private CA, or a staging ACME server's root). The certificate is always verified.
+    type: path
   max_p99_ms:
     description: Fail when the overall p99 latency in milliseconds is above this. Unset means no limit.
     type: float
@@ -129,6 +141,7 @@ plan:
   type: dict
 """
 
+import os
 from typing import Any
 from urllib.parse import urlparse
 
@@ -178,6 +191,8 @@ def module_args() -> dict[str, Any]:
             "concurrency": {"type": "int", "default": 8},
             "max_seconds": {"type": "float", "default": 60},
             "timeout": {"type": "float", "default": 10},
+            "connect_address": {"type": "str"},
+            "ca_path": {"type": "path"},
             "max_p99_ms": {"type": "float"},
             "max_error_rate_pct": {"type": "float"},
         },
@@ -192,7 +207,11 @@ def run_module(module: Any) -> None:
     if module.check_mode:
         plan = {"targets": [t.name for t in targets], "requests": p["requests"], "concurrency": p["concurrency"]}
         module.exit_json(changed=False, plan=plan, breaches=[])
-    samples, wall = run_load(targets, p["requests"], p["concurrency"], p["max_seconds"], p["timeout"])
+    if p["ca_path"] and not os.path.isfile(p["ca_path"]):
+        module.fail_json(msg=f"ca_path must be a readable PEM file, got {p['ca_path']!r}")
+    samples, wall = run_load(
+        targets, p["requests"], p["concurrency"], p["max_seconds"], p["timeout"], p["connect_address"], p["ca_path"]
+    )
     overall = summarise(samples, wall)
     per_target = {t.name: summarise([s for s in samples if s.target == t.name], wall) for t in targets}
     breaches = threshold_breaches(overall, p["max_p99_ms"], p["max_error_rate_pct"], "overall")

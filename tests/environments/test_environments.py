@@ -1,0 +1,270 @@
+"""Each environment's own inventory, end to end, against the local platform.
+
+``-i inventories/<env> -i tests/overlays/local-platform -i tests/overlays/<env>-local``: the
+overlays change where the platform is (cluster, registry, bucket, database, Redis, ACME
+server, Vercel) and the requests that must fit the local node, nothing else. For dev, staging
+and prod in turn, on the one local cluster:
+
+- a run of the inventory while the cluster carries another environment's marker is refused
+  in preflight, naming both, with nothing changed;
+- the operator hands the cluster over (the marker removed, ``-e thinkus_cluster_claim=true``
+  as docs/deploy.md says) and ``deploy.yml`` runs every stage: the build, the backend with the
+  environment's replica counts on the real node, the environment's API host with a
+  certificate from its own ClusterIssuer name, cluster-mode monitoring, the frontend on the
+  environment's Vercel target, smoke and load test through the host's own https URL;
+- a second run changes nothing;
+- ``backup.yml`` writes to the environment's bucket and prefix from its URLs,
+  ``restore_drill.yml`` proves those backups, and ``rollback.yml`` puts the backend back on
+  its previous revision.
+
+Afterwards the local environment's marker is given back, so the local inventory claims the
+cluster again.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.support.ansible import REPO_ROOT, run_playbook
+from tests.support.kube import KUBECONFIG, local_api
+
+LOCAL = REPO_ROOT / ".local"
+ENVIRONMENTS = ["dev", "staging", "prod"]
+MARKER = ("kube-system", "thinkus-environment")
+NAMESPACE = "thinkus"
+SERVICES = ("go-orchestrator", "py-ai-engine", "worker")
+NODE = "thinkus-node-0"
+
+
+def _inventory_vars(env: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for path in sorted((REPO_ROOT / "inventories" / env / "group_vars" / "all").glob("*.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def _role_defaults() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "roles/k8s_deploy/defaults/main.yml").read_text())
+
+
+def _credentials() -> dict[str, str]:
+    return yaml.safe_load((LOCAL / "credentials.yml").read_text())
+
+
+def _recap(output: str) -> dict[str, int]:
+    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, f"no PLAY RECAP in the output:\n{output[-3000:]}"
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True))
+
+
+@pytest.fixture(scope="module")
+def api() -> client.ApiClient:
+    return local_api()
+
+
+@pytest.fixture(scope="module")
+def marker_restored(api: client.ApiClient) -> Iterator[None]:
+    """Give the cluster back to the local inventory afterwards (it claims a cluster without a marker)."""
+    yield
+    _drop_marker(api)
+
+
+def _marker(api: client.ApiClient) -> str | None:
+    try:
+        cm = client.CoreV1Api(api).read_namespaced_config_map(MARKER[1], MARKER[0])
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return (cm.data or {}).get("environment")
+
+
+def _drop_marker(api: client.ApiClient) -> None:
+    try:
+        client.CoreV1Api(api).delete_namespaced_config_map(MARKER[1], MARKER[0])
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def _state(api: client.ApiClient) -> dict[str, Any]:
+    """What a refused run must leave as it was: the Deployments' generations and the marker."""
+    apps = client.AppsV1Api(api)
+    generations = {}
+    for name in SERVICES:
+        try:
+            generations[name] = apps.read_namespaced_deployment(name, NAMESPACE).metadata.generation
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            generations[name] = None
+    return {"marker": _marker(api), "generations": generations}
+
+
+@pytest.fixture(scope="module")
+def app_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The application repository checked out next to this one, as CI lays it out."""
+    root = tmp_path_factory.mktemp("app-source")
+    (root / "services").symlink_to(REPO_ROOT / "tests" / "fixtures" / "services")
+    (root / "thinkus-app" / ".vercel").mkdir(parents=True)
+    (root / "thinkus-app" / ".vercel" / "output").symlink_to(REPO_ROOT / "tests" / "fixtures" / "frontend")
+    return root
+
+
+def _kubeconfig_for(env: str, directory: Path) -> Path:
+    """The local cluster under the context name the environment's inventory pins (thinkus-<env>)."""
+    config = yaml.safe_load(KUBECONFIG.read_text())
+    for ctx in config["contexts"]:
+        ctx["name"] = f"thinkus-{env}"
+    config["current-context"] = f"thinkus-{env}"
+    path = directory / f"kubeconfig-{env}"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def _env_vars(env: str, app_source: Path, directory: Path) -> dict[str, str]:
+    creds = _credentials()
+    revision = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD:tests/fixtures"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return {
+        "K8S_AUTH_KUBECONFIG": str(_kubeconfig_for(env, directory)),
+        "THINKUS_REGISTRY": "127.0.0.1:5000",
+        "THINKUS_REGISTRY_USERNAME": creds["registry_username"],
+        "THINKUS_REGISTRY_PASSWORD": creds["registry_password"],
+        "THINKUS_S3_ENDPOINT": "http://127.0.0.1:19000",
+        "AWS_ACCESS_KEY_ID": creds["s3_access_key"],
+        "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
+        "THINKUS_APP_SOURCE": str(app_source),
+        "THINKUS_APP_REVISION": revision,
+        "VERCEL_TOKEN": creds["vercel_token"],
+    }
+
+
+def _bucket(env: str) -> str:
+    return _inventory_vars(env)["backup_s3_bucket"]
+
+
+def _s3() -> Any:
+    creds = _credentials()
+    return boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:19000",
+        aws_access_key_id=creds["s3_access_key"],
+        aws_secret_access_key=creds["s3_secret_key"],
+        region_name="us-east-1",
+    )
+
+
+def _ensure_bucket(name: str) -> None:
+    """The environment's backup bucket, as the operator creates it once per environment."""
+    s3 = _s3()
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if name not in existing:
+        s3.create_bucket(Bucket=name)
+
+
+def _expected_replicas(env: str) -> dict[str, int]:
+    defaults = _role_defaults()["k8s_deploy_services"]
+    overrides = _inventory_vars(env).get("k8s_deploy_service_overrides", {})
+    return {name: overrides.get(name, {}).get("replicas", defaults[name]["replicas"]) for name in SERVICES}
+
+
+def test_the_overlays_keep_each_environments_replicas_and_autoscalers() -> None:
+    """The capacity overlays may shrink requests only: replicas and HPA bounds stay the environment's."""
+    for env in ENVIRONMENTS:
+        own = _inventory_vars(env).get("k8s_deploy_service_overrides", {})
+        overlay = yaml.safe_load((REPO_ROOT / f"tests/overlays/{env}-local/group_vars/all/capacity.yml").read_text())
+        for name, spec in overlay["k8s_deploy_service_overrides"].items():
+            assert set(spec) - {"resources"} == set(own.get(name, {})), (env, name)
+            for key in ("replicas", "hpa"):
+                assert spec.get(key) == own.get(name, {}).get(key), (env, name, key)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_environment_runs_end_to_end(
+    env: str, api: client.ApiClient, marker_restored: None, app_source: Path, tmp_path: Path
+) -> None:
+    inventory = ["-i", f"inventories/{env}", "-i", "tests/overlays/local-platform", "-i", f"tests/overlays/{env}-local"]
+    env_vars = _env_vars(env, app_source, tmp_path)
+    own = _inventory_vars(env)
+    api_host = own["thinkus_api_host"]
+    _ensure_bucket(_bucket(env))
+
+    def play(playbook: str, extra: dict[str, Any] | None = None, timeout: float = 900) -> Any:
+        return run_playbook(
+            playbook, inventory=inventory[1], args=inventory[2:], env=env_vars, extra_vars=extra, timeout=timeout
+        )
+
+    # 1. Another environment's cluster (or the local one's) is refused before any change.
+    if _marker(api) is None:
+        client.CoreV1Api(api).create_namespaced_config_map(
+            MARKER[0],
+            client.V1ConfigMap(metadata=client.V1ObjectMeta(name=MARKER[1]), data={"environment": "local"}),
+        )
+    before = _state(api)
+    refused = play("playbooks/deploy.yml")
+    assert refused.rc != 0, f"{env}: a run against the {before['marker']} cluster was not refused"
+    assert env in refused.output and before["marker"] in refused.output, refused.output[-3000:]
+    assert _state(api) == before, f"{env}: a refused run changed the cluster"
+
+    # 2. The cluster handed over: the first deploy claims it and runs every stage.
+    _drop_marker(api)
+    first = play("playbooks/deploy.yml", {"thinkus_cluster_claim": True})
+    assert first.rc == 0, f"{env}: deploy.yml failed:\n{first.output[-6000:]}"
+    assert _marker(api) == env
+
+    apps = client.AppsV1Api(api)
+    core = client.CoreV1Api(api)
+    for name, replicas in _expected_replicas(env).items():
+        deployment = apps.read_namespaced_deployment(name, NAMESPACE)
+        assert deployment.status.ready_replicas and deployment.status.ready_replicas >= replicas, (name, replicas)
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={name}").items
+        running = [p for p in pods if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+        assert running and all(p.spec.node_name == NODE for p in running), (name, [p.spec.node_name for p in pods])
+    ingress = client.NetworkingV1Api(api).list_namespaced_ingress(NAMESPACE).items
+    assert any(rule.host == api_host for ing in ingress for rule in ing.spec.rules), [i.metadata.name for i in ingress]
+    issuers = {ing.metadata.annotations.get("cert-manager.io/cluster-issuer") for ing in ingress}
+    assert own["ingress_tls_issuer"] in issuers, issuers
+    prometheus = apps.read_namespaced_deployment("prometheus", "monitoring")
+    assert prometheus.status.ready_replicas == 1
+
+    # 3. A second run changes nothing.
+    again = play("playbooks/deploy.yml")
+    assert again.rc == 0, f"{env}: the re-run failed:\n{again.output[-6000:]}"
+    assert _recap(again.output)["changed"] == 0, again.output[-6000:]
+
+    # 4. Backups from the environment's URLs into its bucket, proven by the drill.
+    backup = play("playbooks/backup.yml")
+    assert backup.rc == 0, f"{env}: backup.yml failed:\n{backup.output[-6000:]}"
+    keys = [
+        o["Key"]
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=_bucket(env), Prefix=f"{env}/")
+        for o in page.get("Contents", [])
+    ]
+    assert any("/full/" in k or "full" in k for k in keys) and any("redis" in k for k in keys), keys
+    drill = play("playbooks/restore_drill.yml")
+    assert drill.rc == 0, f"{env}: restore_drill.yml failed:\n{drill.output[-6000:]}"
+
+    # 5. Rollback puts each Deployment on its previous revision.
+    revisions = {
+        name: int(apps.read_namespaced_deployment(name, NAMESPACE).metadata.annotations["deployment.kubernetes.io/revision"])
+        for name in SERVICES
+    }
+    rollback = play("playbooks/rollback.yml")
+    assert rollback.rc == 0, f"{env}: rollback.yml failed:\n{rollback.output[-6000:]}"
+    for name, revision in revisions.items():
+        now = int(apps.read_namespaced_deployment(name, NAMESPACE).metadata.annotations["deployment.kubernetes.io/revision"])
+        assert now > revision, (name, revision, now)
+    assert _marker(api) == env
