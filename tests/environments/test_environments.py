@@ -181,6 +181,11 @@ def _expected_replicas(env: str) -> dict[str, int]:
     return {name: overrides.get(name, {}).get("replicas", defaults[name]["replicas"]) for name in SERVICES}
 
 
+def _revision(apps: client.AppsV1Api, name: str) -> int:
+    annotations = apps.read_namespaced_deployment(name, NAMESPACE).metadata.annotations
+    return int(annotations["deployment.kubernetes.io/revision"])
+
+
 def test_the_overlays_keep_each_environments_replicas_and_autoscalers() -> None:
     """The capacity overlays may shrink requests only: replicas and HPA bounds stay the environment's."""
     for env in ENVIRONMENTS:
@@ -258,13 +263,9 @@ def test_environment_runs_end_to_end(
     assert drill.rc == 0, f"{env}: restore_drill.yml failed:\n{drill.output[-6000:]}"
 
     # 5. Rollback puts each Deployment on its previous revision.
-    revisions = {
-        name: int(apps.read_namespaced_deployment(name, NAMESPACE).metadata.annotations["deployment.kubernetes.io/revision"])
-        for name in SERVICES
-    }
+    revisions = {name: _revision(apps, name) for name in SERVICES}
     rollback = play("playbooks/rollback.yml")
     assert rollback.rc == 0, f"{env}: rollback.yml failed:\n{rollback.output[-6000:]}"
     for name, revision in revisions.items():
-        now = int(apps.read_namespaced_deployment(name, NAMESPACE).metadata.annotations["deployment.kubernetes.io/revision"])
-        assert now > revision, (name, revision, now)
+        assert _revision(apps, name) > revision, (name, revision, _revision(apps, name))
     assert _marker(api) == env
