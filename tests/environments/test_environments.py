@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,10 +176,16 @@ def _ensure_bucket(name: str) -> None:
         s3.create_bucket(Bucket=name)
 
 
-def _expected_replicas(env: str) -> dict[str, int]:
+def _expected_replicas(env: str) -> dict[str, tuple[int, int]]:
+    """Per service, the replica range the environment allows: its count, or its autoscaler's bounds."""
     defaults = _role_defaults()["k8s_deploy_services"]
     overrides = _inventory_vars(env).get("k8s_deploy_service_overrides", {})
-    return {name: overrides.get(name, {}).get("replicas", defaults[name]["replicas"]) for name in SERVICES}
+    out = {}
+    for name in SERVICES:
+        spec = {**defaults[name], **overrides.get(name, {})}
+        hpa = spec.get("hpa")
+        out[name] = (hpa["min_replicas"], hpa["max_replicas"]) if hpa else (spec["replicas"], spec["replicas"])
+    return out
 
 
 def _revision(apps: client.AppsV1Api, name: str) -> int:
@@ -208,9 +215,12 @@ def test_environment_runs_end_to_end(
     _ensure_bucket(_bucket(env))
 
     def play(playbook: str, extra: dict[str, Any] | None = None, timeout: float = 900) -> Any:
-        return run_playbook(
+        started = time.monotonic()
+        result = run_playbook(
             playbook, inventory=inventory[1], args=inventory[2:], env=env_vars, extra_vars=extra, timeout=timeout
         )
+        print(f"environment {env}: {playbook} rc={result.rc} in {time.monotonic() - started:.1f} s")
+        return result
 
     # 1. Another environment's cluster (or the local one's) is refused before any change.
     if _marker(api) is None:
@@ -232,9 +242,10 @@ def test_environment_runs_end_to_end(
 
     apps = client.AppsV1Api(api)
     core = client.CoreV1Api(api)
-    for name, replicas in _expected_replicas(env).items():
+    for name, (low, high) in _expected_replicas(env).items():
         deployment = apps.read_namespaced_deployment(name, NAMESPACE)
-        assert deployment.status.ready_replicas and deployment.status.ready_replicas >= replicas, (name, replicas)
+        assert low <= deployment.spec.replicas <= high, (env, name, deployment.spec.replicas, low, high)
+        assert deployment.status.ready_replicas == deployment.spec.replicas, (env, name, deployment.status)
         pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={name}").items
         running = [p for p in pods if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
         assert running and all(p.spec.node_name == NODE for p in running), (name, [p.spec.node_name for p in pods])
