@@ -23,9 +23,11 @@ cluster again.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ MARKER = ("kube-system", "thinkus-environment")
 NAMESPACE = "thinkus"
 SERVICES = ("go-orchestrator", "py-ai-engine", "worker")
 NODE = "thinkus-node-0"
+MONITORING = "monitoring"
 
 
 def _inventory_vars(env: str) -> dict[str, Any]:
@@ -75,9 +78,21 @@ def api() -> client.ApiClient:
 
 @pytest.fixture(scope="module")
 def marker_restored(api: client.ApiClient) -> Iterator[None]:
-    """Give the cluster back to the local inventory afterwards (it claims a cluster without a marker)."""
+    """Give the cluster back to the local inventory afterwards (it claims a cluster without a marker).
+
+    The environments' cluster-mode monitoring is removed with its namespace when this module
+    created it (the local environment monitors from the host); the backend stays deployed.
+    """
+    core = client.CoreV1Api(api)
+    had_monitoring = any(ns.metadata.name == MONITORING for ns in core.list_namespace().items)
     yield
     _drop_marker(api)
+    if not had_monitoring:
+        try:
+            core.delete_namespace(MONITORING, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 def _marker(api: client.ApiClient) -> str | None:
@@ -151,6 +166,15 @@ def _env_vars(env: str, app_source: Path, directory: Path) -> dict[str, str]:
         "THINKUS_APP_REVISION": revision,
         "VERCEL_TOKEN": creds["vercel_token"],
     }
+
+
+def _vercel(path: str) -> Any:
+    """A GET of the local Vercel API, with the token CI would have."""
+    request = urllib.request.Request(
+        "http://127.0.0.1:19300" + path, headers={"Authorization": f"Bearer {_credentials()['vercel_token']}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def _bucket(env: str) -> str:
@@ -253,8 +277,21 @@ def test_environment_runs_end_to_end(
     assert any(rule.host == api_host for ing in ingress for rule in ing.spec.rules), [i.metadata.name for i in ingress]
     issuers = {ing.metadata.annotations.get("cert-manager.io/cluster-issuer") for ing in ingress}
     assert own["ingress_tls_issuer"] in issuers, issuers
-    prometheus = apps.read_namespaced_deployment("prometheus", "monitoring")
+    prometheus = apps.read_namespaced_deployment("prometheus", MONITORING)
     assert prometheus.status.ready_replicas == 1
+    summary = json.loads((LOCAL / "artifacts" / env / "deploy-summary.json").read_text())
+    assert summary["result"] == "ok" and summary["environment"] == env, summary
+    assert f"https://{api_host}" in summary["urls"].values(), summary["urls"]
+    # the load test went through the environment's own https URL, at its own size
+    assert summary["load_test"]["requests"] == own["deploy_load_test_requests"], summary["load_test"]
+    assert summary["load_test"]["errors"] == 0, summary["load_test"]
+    # the frontend: a READY deployment of this revision on the environment's target, with its own URLs
+    target = own["frontend_vercel_target"]
+    revision = env_vars["THINKUS_APP_REVISION"]
+    deployments = _vercel(f"/v6/deployments?projectId=thinkus-app&target={target}&meta-commitSha={revision}")
+    assert any(d["readyState"] == "READY" for d in deployments["deployments"]), deployments
+    envs = {(e["key"], tuple(e["target"])): e.get("value") for e in _vercel("/v10/projects/thinkus-app/env")["envs"]}
+    assert envs[("NEXTAUTH_URL", (target,))] == own["thinkus_app_url"], envs
 
     # 3. A second run changes nothing.
     again = play("playbooks/deploy.yml")
