@@ -28,6 +28,7 @@ import re
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.support.ansible import REPO_ROOT, run_playbook
 from tests.support.kube import KUBECONFIG, local_api
+from tools import ee
 
 LOCAL = REPO_ROOT / ".local"
 ENVIRONMENTS = ["dev", "staging", "prod"]
@@ -47,6 +49,7 @@ MARKER = ("kube-system", "thinkus-environment")
 NAMESPACE = "thinkus"
 SERVICES = ("go-orchestrator", "py-ai-engine", "worker")
 NODE = "thinkus-node-0"
+NODE_ADDRESS = "10.244.0.1"
 MONITORING = "monitoring"
 
 
@@ -128,6 +131,16 @@ def _state(api: client.ApiClient) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def ee_pushed() -> str:
+    """The EE the backup CronJobs run, in the local registry: `make test` builds it in its own stage."""
+    ref = f"127.0.0.1:5000/{ee.PUSH_REPOSITORY}:{ee.galaxy_version()}"
+    info = LOCAL / "artifacts" / "ee.json"
+    if not info.exists() or json.loads(info.read_text()).get("pushed") != ref:
+        ee.build(push=True)
+    return ref
+
+
+@pytest.fixture(scope="module")
 def app_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The application repository checked out next to this one, as CI lays it out."""
     root = tmp_path_factory.mktemp("app-source")
@@ -159,7 +172,8 @@ def _env_vars(env: str, app_source: Path, directory: Path) -> dict[str, str]:
         "THINKUS_REGISTRY": "127.0.0.1:5000",
         "THINKUS_REGISTRY_USERNAME": creds["registry_username"],
         "THINKUS_REGISTRY_PASSWORD": creds["registry_password"],
-        "THINKUS_S3_ENDPOINT": "http://127.0.0.1:19000",
+        # the store at the node address, reached from here and from the backup CronJobs' pods
+        "THINKUS_S3_ENDPOINT": f"http://{NODE_ADDRESS}:19000",
         "AWS_ACCESS_KEY_ID": creds["s3_access_key"],
         "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
         "THINKUS_APP_SOURCE": str(app_source),
@@ -185,11 +199,46 @@ def _s3() -> Any:
     creds = _credentials()
     return boto3.client(
         "s3",
-        endpoint_url="http://127.0.0.1:19000",
+        endpoint_url=f"http://{NODE_ADDRESS}:19000",
         aws_access_key_id=creds["s3_access_key"],
         aws_secret_access_key=creds["s3_secret_key"],
         region_name="us-east-1",
     )
+
+
+def _keys(env: str) -> list[str]:
+    pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=_bucket(env), Prefix=f"{env}/")
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def _job_from_cronjob(batch: client.BatchV1Api, cronjob: client.V1CronJob) -> str:
+    """``kubectl create job --from=cronjob/<name>``: a Job of the CronJob's template, now."""
+    name = f"{cronjob.metadata.name}-{uuid.uuid4().hex[:5]}"
+    job = client.V1Job(
+        metadata=client.V1ObjectMeta(
+            name=name, annotations={"cronjob.kubernetes.io/instantiate": "manual"}, labels={"thinkus.test/run": "env"}
+        ),
+        spec=cronjob.spec.job_template.spec,
+    )
+    batch.create_namespaced_job(NAMESPACE, job)
+    return name
+
+
+def _wait_for_job(api: client.ApiClient, name: str, timeout: float = 600) -> client.V1Job:
+    batch = client.BatchV1Api(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = batch.read_namespaced_job(name, NAMESPACE)
+        if (job.status.succeeded or 0) or (job.status.failed or 0):
+            return job
+        time.sleep(3)
+    pytest.fail(f"Job {name} did not finish within {timeout:.0f} s: {job.status}")
+
+
+def _job_logs(api: client.ApiClient, name: str) -> str:
+    core = client.CoreV1Api(api)
+    pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items
+    return "\n".join(core.read_namespaced_pod_log(p.metadata.name, NAMESPACE, tail_lines=60) for p in pods)
 
 
 def _ensure_bucket(name: str) -> None:
@@ -230,7 +279,7 @@ def test_the_overlays_keep_each_environments_replicas_and_autoscalers() -> None:
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_environment_runs_end_to_end(
-    env: str, api: client.ApiClient, marker_restored: None, app_source: Path, tmp_path: Path
+    env: str, api: client.ApiClient, marker_restored: None, app_source: Path, ee_pushed: str, tmp_path: Path
 ) -> None:
     inventory = ["-i", f"inventories/{env}", "-i", "tests/overlays/local-platform", "-i", f"tests/overlays/{env}-local"]
     env_vars = _env_vars(env, app_source, tmp_path)
@@ -301,16 +350,38 @@ def test_environment_runs_end_to_end(
     # 4. Backups from the environment's URLs into its bucket, proven by the drill.
     backup = play("playbooks/backup.yml")
     assert backup.rc == 0, f"{env}: backup.yml failed:\n{backup.output[-6000:]}"
-    keys = [
-        o["Key"]
-        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=_bucket(env), Prefix=f"{env}/")
-        for o in page.get("Contents", [])
-    ]
+    keys = _keys(env)
     assert any("/full/" in k or "full" in k for k in keys) and any("redis" in k for k in keys), keys
     drill = play("playbooks/restore_drill.yml")
     assert drill.rc == 0, f"{env}: restore_drill.yml failed:\n{drill.output[-6000:]}"
+    for kind in ("full", "redis"):  # each kind restored into scratch and compared with its manifest
+        assert re.search(rf"{kind} backup \S+: OK, RTO", drill.output), drill.output[-3000:]
 
-    # 5. Rollback puts each Deployment on its previous revision.
+    # 5. The environment's backup schedules: CronJobs on the real node running the EE image. In
+    # prod (the others run the same objects), a Job from the full and the redis CronJob each
+    # back up into the bucket from inside the cluster.
+    schedules = play("playbooks/backup_schedules.yml")
+    assert schedules.rc == 0, f"{env}: backup_schedules.yml failed:\n{schedules.output[-6000:]}"
+    wanted = yaml.safe_load((REPO_ROOT / "roles/backup/defaults/main.yml").read_text())["backup_schedules"]
+    batch = client.BatchV1Api(api)
+    cronjobs = {c.metadata.name: c for c in batch.list_namespaced_cron_job(NAMESPACE).items}
+    for kind, schedule in wanted.items():
+        cronjob = cronjobs.get(f"thinkus-backup-{kind}")
+        assert cronjob is not None and cronjob.spec.schedule == schedule, (env, kind, sorted(cronjobs))
+        assert cronjob.spec.job_template.spec.template.spec.containers[0].image == ee_pushed
+    again = play("playbooks/backup_schedules.yml")
+    assert again.rc == 0 and _recap(again.output)["changed"] == 0, again.output[-3000:]
+    if env == "prod":
+        before = set(_keys(env))
+        jobs = [_job_from_cronjob(batch, cronjobs[f"thinkus-backup-{kind}"]) for kind in ("full", "redis")]
+        for job in jobs:
+            done = _wait_for_job(api, job)
+            assert (done.status.succeeded or 0) == 1, f"{job}: {done.status}\n{_job_logs(api, job)}"
+        written = set(_keys(env)) - before
+        for kind in ("full", "redis"):
+            assert any(f"{env}/{kind}/" in k and k.endswith("manifest.json") for k in written), (kind, written)
+
+    # 6. Rollback puts each Deployment on its previous revision.
     revisions = {name: _revision(apps, name) for name in SERVICES}
     rollback = play("playbooks/rollback.yml")
     assert rollback.rc == 0, f"{env}: rollback.yml failed:\n{rollback.output[-6000:]}"

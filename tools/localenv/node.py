@@ -241,7 +241,9 @@ def _remove_forwarding() -> None:
 # The local environment's loopback services that pods use, as a managed service would be used
 # from a cluster: the backup CronJobs' pods reach PostgreSQL, Redis and the S3 store at the node
 # address, forwarded to the loopback (kube-proxy does the same for a NodePort on localhost), and
-# the in-cluster Prometheus scrapes kube-state-metrics there.
+# the in-cluster Prometheus scrapes kube-state-metrics there. This machine reaches them at the same
+# address (the OUTPUT jump), so a URL works from the controller and from a pod alike, as a managed
+# service's does (tests/overlays/local-platform gives the environments those URLs).
 HOST_SERVICE_PORTS = {"postgres": 15432, "redis": 16379, "s3": 19000, "kube-state-metrics": 18181}
 HOST_SERVICES_CHAIN = "THINKUS-NODE-HOST-SERVICES"
 
@@ -258,12 +260,17 @@ def _ensure_host_services() -> None:
     jump = ("-i", BRIDGE, "-d", NODE_IP, "-j", HOST_SERVICES_CHAIN)
     if not _iptables("-t", "nat", "-C", "PREROUTING", *jump, check=False):
         _iptables("-t", "nat", "-I", "PREROUTING", "1", *jump)
+    local = ("-d", f"{NODE_IP}/32", "-j", HOST_SERVICES_CHAIN)
+    if not _iptables("-t", "nat", "-C", "OUTPUT", *local, check=False):
+        _iptables("-t", "nat", "-I", "OUTPUT", "1", *local)
 
 
 def _remove_host_services() -> None:
     while _iptables(
         "-t", "nat", "-D", "PREROUTING", "-i", BRIDGE, "-d", NODE_IP, "-j", HOST_SERVICES_CHAIN, check=False
     ):
+        pass
+    while _iptables("-t", "nat", "-D", "OUTPUT", "-d", f"{NODE_IP}/32", "-j", HOST_SERVICES_CHAIN, check=False):
         pass
     if _iptables("-t", "nat", "-F", HOST_SERVICES_CHAIN, check=False):
         _iptables("-t", "nat", "-X", HOST_SERVICES_CHAIN, check=False)
