@@ -84,12 +84,18 @@ def marker_restored(api: client.ApiClient) -> Iterator[None]:
     """Give the cluster back to the local inventory afterwards (it claims a cluster without a marker).
 
     The environments' cluster-mode monitoring is removed with its namespace when this module
-    created it (the local environment monitors from the host); the backend stays deployed.
+    created it (the local environment monitors from the host), and so are their backup CronJobs
+    (prod's hourly one would otherwise start Jobs during the rest of the suite); the backend
+    stays deployed.
     """
     core = client.CoreV1Api(api)
     had_monitoring = any(ns.metadata.name == MONITORING for ns in core.list_namespace().items)
     yield
     _drop_marker(api)
+    batch = client.BatchV1Api(api)
+    for selector in ("app.kubernetes.io/instance=thinkus-backup", "thinkus.test/run=env"):
+        batch.delete_collection_namespaced_cron_job(NAMESPACE, label_selector=selector)
+        batch.delete_collection_namespaced_job(NAMESPACE, label_selector=selector, propagation_policy="Background")
     if not had_monitoring:
         try:
             core.delete_namespace(MONITORING, propagation_policy="Background")
@@ -229,7 +235,7 @@ def _wait_for_job(api: client.ApiClient, name: str, timeout: float = 600) -> cli
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = batch.read_namespaced_job(name, NAMESPACE)
-        if (job.status.succeeded or 0) or (job.status.failed or 0):
+        if job.status.succeeded or job.status.failed:
             return job
         time.sleep(3)
     pytest.fail(f"Job {name} did not finish within {timeout:.0f} s: {job.status}")
