@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -151,8 +152,8 @@ def app_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The application repository checked out next to this one, as CI lays it out."""
     root = tmp_path_factory.mktemp("app-source")
     (root / "services").symlink_to(REPO_ROOT / "tests" / "fixtures" / "services")
-    (root / "thinkus-app" / ".vercel").mkdir(parents=True)
-    (root / "thinkus-app" / ".vercel" / "output").symlink_to(REPO_ROOT / "tests" / "fixtures" / "frontend")
+    # a copy: the frontend play writes vercel.json into the build output, as it does in CI
+    shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "frontend", root / "thinkus-app" / ".vercel" / "output")
     return root
 
 
@@ -394,3 +395,11 @@ def test_environment_runs_end_to_end(
     for name, revision in revisions.items():
         assert _revision(apps, name) > revision, (name, revision, _revision(apps, name))
     assert _marker(api) == env
+    # nothing written into the checkout (the app source is a copy)
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "tests", "inventories", "playbooks"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert not dirty, f"{env}: the run changed files of the checkout:\n{dirty}"
