@@ -268,6 +268,16 @@ def _expected_replicas(env: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _checkout_changes() -> str:
+    """``git status`` of what a run must not write into: the tests, inventories and playbooks."""
+    return subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "tests", "inventories", "playbooks"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def _revision(apps: client.AppsV1Api, name: str) -> int:
     annotations = apps.read_namespaced_deployment(name, NAMESPACE).metadata.annotations
     return int(annotations["deployment.kubernetes.io/revision"])
@@ -293,6 +303,7 @@ def test_environment_runs_end_to_end(
     own = _inventory_vars(env)
     api_host = own["thinkus_api_host"]
     _ensure_bucket(_bucket(env))
+    checkout_before = _checkout_changes()
 
     def play(playbook: str, extra: dict[str, Any] | None = None, timeout: float = 900) -> Any:
         started = time.monotonic()
@@ -396,10 +407,4 @@ def test_environment_runs_end_to_end(
         assert _revision(apps, name) > revision, (name, revision, _revision(apps, name))
     assert _marker(api) == env
     # nothing written into the checkout (the app source is a copy)
-    dirty = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "tests", "inventories", "playbooks"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert not dirty, f"{env}: the run changed files of the checkout:\n{dirty}"
+    assert _checkout_changes() == checkout_before, f"{env}: the runs changed files of the checkout"
