@@ -218,6 +218,11 @@ def _keys(env: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
+def _has_backup(env: str, kind: str, keys: set[str]) -> bool:
+    """A complete backup of ``kind`` among ``keys``: its manifest, which is written last."""
+    return any(k.startswith(f"{env}/{kind}/") and k.endswith("/manifest.json") for k in keys)
+
+
 def _job_from_cronjob(batch: client.BatchV1Api, cronjob: client.V1CronJob) -> str:
     """``kubectl create job --from=cronjob/<name>``: a Job of the CronJob's template, now."""
     name = f"{cronjob.metadata.name}-{uuid.uuid4().hex[:5]}"
@@ -322,7 +327,9 @@ def test_environment_runs_end_to_end(
     before = _state(api)
     refused = play("playbooks/deploy.yml")
     assert refused.rc != 0, f"{env}: a run against the {before['marker']} cluster was not refused"
-    assert env in refused.output and before["marker"] in refused.output, refused.output[-3000:]
+    # the guard's own sentence, naming both sides ("localhost" or a path would match the bare names)
+    refusal = f"is marked as environment {before['marker']!r}"
+    assert refusal in refused.output and f"expected {env!r}" in refused.output, refused.output[-3000:]
     assert _state(api) == before, f"{env}: a refused run changed the cluster"
 
     # 2. The cluster handed over: the first deploy claims it and runs every stage.
@@ -366,10 +373,12 @@ def test_environment_runs_end_to_end(
     assert _recap(again.output)["changed"] == 0, again.output[-6000:]
 
     # 4. Backups from the environment's URLs into its bucket, proven by the drill.
+    before_backup = set(_keys(env))
     backup = play("playbooks/backup.yml")
     assert backup.rc == 0, f"{env}: backup.yml failed:\n{backup.output[-6000:]}"
-    keys = _keys(env)
-    assert any("/full/" in k or "full" in k for k in keys) and any("redis" in k for k in keys), keys
+    written = set(_keys(env)) - before_backup
+    for kind in ("full", "redis"):  # a new complete backup of each kind (its manifest is written last)
+        assert _has_backup(env, kind, written), (kind, written)
     drill = play("playbooks/restore_drill.yml")
     assert drill.rc == 0, f"{env}: restore_drill.yml failed:\n{drill.output[-6000:]}"
     for kind in ("full", "redis"):  # each kind restored into scratch and compared with its manifest
@@ -397,7 +406,7 @@ def test_environment_runs_end_to_end(
             assert (done.status.succeeded or 0) == 1, f"{job}: {done.status}\n{_job_logs(api, job)}"
         written = set(_keys(env)) - before
         for kind in ("full", "redis"):
-            assert any(f"{env}/{kind}/" in k and k.endswith("manifest.json") for k in written), (kind, written)
+            assert _has_backup(env, kind, written), (kind, written)
 
     # 6. Rollback puts each Deployment on its previous revision.
     revisions = {name: _revision(apps, name) for name in SERVICES}
