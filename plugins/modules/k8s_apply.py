@@ -229,223 +229,23 @@ pruned:
   sample: ["Service thinkus/old-api"]
 """
 
-import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s import (
-    K8sClient,
-    K8sError,
-    ObjectRef,
-    Resource,
-    UnknownKind,
-    k8s_argument_spec,
-    normalize,
-    object_diff,
-)
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, k8s_argument_spec
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_apply import (
     NEVER_PRUNED,
-    hpa_targets,
     resolve_refs,
-    secret_as_data,
     split_kind,
     validate_resources,
 )
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import (
-    LeaseKeeper,
-    LockLost,
-    keeper_of,
-    lock_argument_spec,
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import LockLost, keeper_of, lock_argument_spec
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import (  # noqa: F401 - prune_resources: unit tests
+    apply_all,
+    delete_all,
+    prune_resources,
 )
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s_rollout import (
-    deployment_progress,
-    owned_replicasets,
-    previous_revision,
-    revision_of,
-)
-
-# How long a kind defined by a CustomResourceDefinition of the same set may take to be served.
-CRD_ESTABLISH_SECONDS = 60.0
-
-
-def rollback_target(client: K8sClient, live: dict[str, Any] | None, entry: dict[str, Any]) -> int | None:
-    """Where a failed rollout after this apply should take the Deployment back to (see RETURN)."""
-    if live is None:
-        return None
-    if entry["changed"]:
-        return revision_of(live)
-    if not entry["unfinished_rollout"]:
-        return None
-    replicasets = owned_replicasets(live, client.list("apps/v1", "ReplicaSet", entry["namespace"]))
-    return previous_revision(replicasets, revision_of(live))
-
-
-def wait_for_kind(client: K8sClient, ref: ObjectRef, timeout: float = CRD_ESTABLISH_SECONDS) -> None:
-    """Wait until the server serves a kind whose CustomResourceDefinition this run just applied."""
-    deadline = time.monotonic() + timeout
-    while True:
-        client.discovery.forget(ref.api_version)
-        try:
-            client.resource(ref.api_version, ref.kind)
-            return
-        except UnknownKind as exc:
-            if time.monotonic() >= deadline:
-                raise K8sError(f"{ref}: {exc} {timeout:.0f}s after its CustomResourceDefinition was applied") from None
-        time.sleep(0.5)
-
-
-def entry_of(ref: ObjectRef, live: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        "api_version": ref.api_version,
-        "kind": ref.kind,
-        "namespace": ref.namespace,
-        "name": ref.name,
-        "created": live is None,
-    }
-
-
-def delete_all(
-    module: AnsibleModule, client: K8sClient, refs: list[ObjectRef], keeper: LeaseKeeper | None
-) -> dict[str, Any]:
-    """state=absent: delete the objects that exist; an object already gone (or of a kind gone) is unchanged."""
-    results: list[dict[str, Any]] = []
-    diffs: list[dict[str, str]] = []
-    for ref in refs:
-        try:
-            live = client.get(ref)
-        except UnknownKind:
-            live = None
-        entry = entry_of(ref, live)
-        entry.update(created=False, deleted=live is not None, changed=live is not None)
-        if live is not None:
-            if keeper:
-                keeper.heartbeat(before_write=True)
-            try:
-                client.delete(ref, dry_run=module.check_mode)
-            except K8sError as exc:
-                raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
-            diffs.append(object_diff(ref, normalize(live), None))
-        results.append(entry)
-    result: dict[str, Any] = {"changed": any(r["changed"] for r in results), "objects": results, "pruned": []}
-    if module._diff:
-        result["diff"] = diffs
-    return result
-
-
-def prune_resources(client: K8sClient, params: dict[str, Any], refs: list[ObjectRef]) -> list[Resource]:
-    """The kinds prune looks at: O(prune_kinds), or the kinds of the set.
-
-    A kind of the set that the server does not serve yet (its CRD is created by this set, in
-    check mode) has no objects to prune and is left out; any other unknown kind is an error.
-    """
-    in_set = {(r.api_version, r.kind) for r in refs}
-    if params["prune_kinds"]:
-        versions_in_set = {r.kind: r.api_version for r in refs}
-        wanted = []
-        for entry in params["prune_kinds"]:
-            api_version, kind = split_kind(entry)
-            wanted.append((api_version or versions_in_set.get(kind), kind))
-    else:
-        wanted = sorted(kind for kind in in_set if kind[1] not in NEVER_PRUNED)
-    resources = []
-    for api_version, kind in wanted:
-        try:
-            resources.append(client.resource(api_version, kind) if api_version else client.discovery.find_kind(kind))
-        except UnknownKind:
-            if (api_version, kind) not in in_set:
-                raise
-    return resources
-
-
-def apply_all(
-    module: AnsibleModule,
-    client: K8sClient,
-    keeper: LeaseKeeper | None = None,
-    refs: list[ObjectRef] | None = None,
-    pending: set[tuple[str, str]] | None = None,
-) -> dict[str, Any]:
-    params = module.params
-    check = module.check_mode
-    resources = [secret_as_data(dict(r)) for r in params["resources"]]
-    if refs is None:
-        refs = [client.ref_of(r, params["namespace"]) for r in resources]
-    pending = set(pending or ())
-    autoscaled = hpa_targets(resources, params["namespace"]) if params["hpa_owns_replicas"] else set()
-    results: list[dict[str, Any]] = []
-    diffs: list[dict[str, str]] = []
-    applied: set[ObjectRef] = set()
-    for manifest, ref in zip(resources, refs, strict=True):
-        if ref.namespace:
-            manifest["metadata"] = dict(manifest.get("metadata") or {}, namespace=ref.namespace)
-        applied.add(ref)
-        kind_key = (ref.api_version, ref.kind)
-        if kind_key in pending:
-            # Defined by a CustomResourceDefinition earlier in the set: served once it is established.
-            if check:
-                try:
-                    client.discovery.forget(ref.api_version)
-                    client.resource(*kind_key)
-                    pending.discard(kind_key)
-                except UnknownKind:
-                    pass
-            else:
-                wait_for_kind(client, ref)
-                pending.discard(kind_key)
-        live = None if kind_key in pending else client.get(ref)
-        entry = entry_of(ref, live)
-        if ref.kind == "Deployment":
-            entry["revision_before"] = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
-                "deployment.kubernetes.io/revision"
-            )
-            entry["unfinished_rollout"] = live is not None and not deployment_progress(live).done
-            live_replicas = ((live or {}).get("spec") or {}).get("replicas")
-            if ref in autoscaled and live_replicas is not None:
-                manifest.setdefault("spec", {})["replicas"] = live_replicas
-                entry["replicas_kept_for_hpa"] = live_replicas
-        if keeper:
-            keeper.heartbeat(before_write=True)
-        if kind_key in pending:  # check mode only: the CRD is not on the server yet
-            module.warn(f"{ref}: its kind comes from a CRD this run creates, so the server cannot dry-run it yet")
-            after = manifest
-        else:
-            try:
-                after = client.apply(manifest, params["field_manager"], force=params["force_conflicts"], dry_run=check)
-            except K8sError as exc:
-                if check and live is None and exc.status == 404 and ref.namespace and "namespaces" in str(exc):
-                    module.warn(f"{ref}: namespace {ref.namespace} does not exist yet, so the server cannot dry-run it")
-                    after = manifest
-                else:
-                    raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
-        before_n, after_n = normalize(live), normalize(after)
-        entry["changed"] = before_n != after_n
-        if ref.kind == "Deployment":
-            entry["rollback_to"] = rollback_target(client, live, entry)
-        if entry["changed"]:
-            diffs.append(object_diff(ref, before_n, after_n))
-        results.append(entry)
-
-    pruned: list[str] = []
-    if params["prune"]:
-        for resource in prune_resources(client, params, refs):
-            for item in client.list(resource.api_version, resource.kind, params["namespace"], params["prune_selector"]):
-                ref = ObjectRef.of(item, params["namespace"], resource.namespaced)
-                if ref in applied or (item.get("metadata") or {}).get("deletionTimestamp"):
-                    continue
-                if keeper:
-                    keeper.heartbeat(before_write=True)
-                client.delete(ref, dry_run=check)
-                pruned.append(str(ref))
-                diffs.append(object_diff(ref, normalize(item), None))
-
-    result: dict[str, Any] = {
-        "changed": bool(pruned) or any(r["changed"] for r in results),
-        "objects": results,
-        "pruned": pruned,
-    }
-    if module._diff:
-        result["diff"] = diffs
-    return result
 
 
 def module_args() -> dict[str, Any]:

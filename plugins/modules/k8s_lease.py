@@ -137,118 +137,12 @@ waited:
   sample: 12.5
 """
 
-import datetime
-import getpass
-import secrets
-import socket
-import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s import (
-    K8sClient,
-    K8sError,
-    ObjectRef,
-    is_transient,
-    k8s_argument_spec,
-)
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import UTC, LeaseState, lease_body
-
-
-def default_holder() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "ansible"
-    return f"{user}@{socket.gethostname()}"
-
-
-def acquire(module: AnsibleModule, client: K8sClient, ref: ObjectRef) -> dict[str, Any]:
-    params = module.params
-    identity = params["holder_identity"] or f"{params['holder'] or default_holder()}/{secrets.token_hex(4)}"
-    started = time.monotonic()
-    deadline = started + params["wait_timeout"]
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{ref.namespace}/leases"
-    while True:
-        now = datetime.datetime.now(UTC)
-        lease = client.get(ref)
-        state = LeaseState.of(lease)
-        if state.free_for(identity, now):
-            result = {
-                "changed": True,
-                "holder_identity": identity,
-                "previous_holder": state.holder if state.holder != identity else None,
-                "took_over": bool(state.holder and state.holder != identity),
-                "waited": round(time.monotonic() - started, 1),
-            }
-            if module.check_mode:
-                return result
-            body = lease_body(
-                ref.name, ref.namespace or "", identity, params["lease_duration"], now, lease, params["labels"]
-            )
-            try:
-                if lease is None:
-                    client.request("POST", path, body=body)
-                else:
-                    client.request("PUT", f"{path}/{ref.name}", body=body)
-            except K8sError as exc:
-                if exc.status == 409:  # someone else wrote it between our read and write: read again
-                    continue
-                raise
-            return result
-        if module.check_mode:
-            module.warn(f"the deploy lock {ref.namespace}/{ref.name} is {state.describe(now)}: a real run would wait")
-            return {
-                "changed": False,
-                "holder_identity": identity,
-                "previous_holder": state.holder,
-                "took_over": False,
-                "waited": 0.0,
-            }
-        if time.monotonic() >= deadline:
-            module.fail_json(
-                msg=f"the deploy lock Lease {ref.namespace}/{ref.name} is {state.describe(now)}; gave up after "
-                f"waiting {params['wait_timeout']}s. Wait for that deploy to finish, or delete the Lease if it "
-                "is certain that nothing holds it.",
-                holder=state.holder,
-            )
-        time.sleep(min(params["poll_interval"], max(deadline - time.monotonic(), 0.05)))
-
-
-def release(module: AnsibleModule, client: K8sClient, ref: ObjectRef) -> dict[str, Any]:
-    """Give the lock back; while the API server does not answer (restarting), keep trying for
-    up to wait_timeout seconds, so the next deploy need not wait for the Lease to lapse."""
-    deadline = time.monotonic() + module.params["wait_timeout"]
-    warned = False
-    while True:
-        try:
-            return release_once(module, client, ref)
-        except K8sError as exc:
-            if not is_transient(exc) or time.monotonic() >= deadline:
-                raise
-            if not warned:
-                module.warn(f"{exc}; trying to give the lock back for up to {module.params['wait_timeout']}s")
-                warned = True
-            time.sleep(min(module.params["poll_interval"], max(deadline - time.monotonic(), 0.05)))
-
-
-def release_once(module: AnsibleModule, client: K8sClient, ref: ObjectRef) -> dict[str, Any]:
-    identity = module.params["holder_identity"]
-    lease = client.get(ref)
-    state = LeaseState.of(lease)
-    if lease is None or state.holder != identity:
-        if lease is not None and state.holder:
-            module.warn(f"the Lease {ref.namespace}/{ref.name} is now held by {state.holder!r}: left alone")
-        return {"changed": False, "holder_identity": identity, "previous_holder": state.holder}
-    if not module.check_mode:
-        client.request(
-            "DELETE",
-            f"/apis/coordination.k8s.io/v1/namespaces/{ref.namespace}/leases/{ref.name}",
-            body={"preconditions": {"resourceVersion": lease["metadata"]["resourceVersion"]}},
-            not_found_ok=True,
-        )
-    return {"changed": True, "holder_identity": identity, "previous_holder": state.holder}
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, ObjectRef, k8s_argument_spec
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import acquire, release
 
 
 def module_args() -> dict[str, Any]:
