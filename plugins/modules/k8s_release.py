@@ -89,7 +89,9 @@ options:
         default: {}
   secrets:
     description:
-      - The Secrets, applied before O(resources). Never logged, never in a diff; C(stringData) is sent as C(data).
+      - The Secrets, applied before O(resources). Never in a diff; C(stringData) is sent as C(data).
+      - Their values (as given and decoded, and the passwords of a C(.dockerconfigjson)) are masked wherever
+        they would appear in the result, as C(no_log) masks them; their names, labels and namespace are not.
     type: list
     elements: dict
     default: []
@@ -218,7 +220,10 @@ deployments:
   elements: dict
 """
 
+import base64
+import binascii
 import contextlib
+import json
 import time
 from typing import Any
 
@@ -234,6 +239,29 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import (
     release,
     rolled_out,
 )
+
+
+def secret_values(secrets: list[dict[str, Any]]) -> set[str]:
+    """Every value of the Secrets, as given and decoded, and the passwords of a registry pull Secret.
+
+    Masked wherever they would appear in the result (as no_log masks them). Option O(secrets) itself is
+    not no_log: that would mask every string of the manifests, their names, labels and namespace too.
+    """
+    found: set[str] = set()
+    for secret in secrets:
+        for value in (secret.get("stringData") or {}).values():
+            found.update((str(value), base64.b64encode(str(value).encode()).decode()))
+        for value in (secret.get("data") or {}).values():
+            found.add(str(value))
+            try:
+                plain = base64.b64decode(str(value), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                continue
+            found.add(plain)
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                for auth in (json.loads(plain).get("auths") or {}).values():
+                    found.update(str(auth[k]) for k in ("password", "auth") if auth.get(k))
+    return {v for v in found if v}
 
 
 class StepFailed(Exception):
@@ -398,7 +426,8 @@ def module_args() -> dict[str, Any]:
                 labels=dict(type="dict", default={}),
             ),
         ),
-        secrets=dict(type="list", elements="dict", default=[], no_log=True),
+        # Not no_log as a whole (see secret_values): their values are masked one by one.
+        secrets=dict(type="list", elements="dict", default=[], no_log=False),
         resources=dict(type="list", elements="dict", required=True),
         field_manager=dict(type="str", default="thinkus-ops"),
         prune=dict(type="bool", default=False),
@@ -420,6 +449,7 @@ def module_args() -> dict[str, Any]:
 def run_module(module: Any) -> None:
     """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     p = module.params
+    module.no_log_values.update(secret_values(p["secrets"]))
     if p["lock"]["lease_duration"] < 1:
         module.fail_json(msg=f"lock.lease_duration must be at least 1 second, got {p['lock']['lease_duration']}")
     problems = [f"secrets: {m}" for m in validate_resources(p["secrets"])]

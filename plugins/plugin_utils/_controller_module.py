@@ -56,6 +56,7 @@ class ControllerModule:
         self.check_mode = check_mode
         self._diff = diff
         self.warnings: list[str] = []
+        self.no_log_values: set[str] = set()  # as AnsibleModule's: more values the module masks
 
     def warn(self, warning: str) -> None:
         self.warnings.append(str(warning))
@@ -138,7 +139,7 @@ class ControllerModuleAction(ActionBase):
             outcome: dict[str, Any] = {"changed": False}  # run_module always exits; this is a guard
         except _Exit as done:
             outcome = done.result
-        no_log_values = validation._no_log_values
+        no_log_values = validation._no_log_values | module.no_log_values
         if module.warnings:
             outcome["warnings"] = module.warnings
         outcome["invocation"] = {"module_args": params}

@@ -42,7 +42,7 @@ import boto3
 import docker
 import psycopg2
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from ansible_collections.thinkus.ops.tests.support.ansible import (
     REPO_ROOT,
@@ -69,10 +69,8 @@ SMALL = {
     "worker": {"replicas": 1, "hpa": {"min_replicas": 1, "max_replicas": 2}},
 }
 NEVER_READY = {"thinkus.test/never-ready": "true"}
-LOCK_TASK = "thinkus.ops.k8s_deploy : Take the deploy lock"
-BANNER = "TASK [thinkus.ops.k8s_deploy : {}]"
-APPLY_TASK = BANNER.format("Apply the ConfigMap, Deployments, Services, autoscalers and disruption budgets")
-WAIT_TASK = BANNER.format("Wait for every Deployment to roll out")
+# The role's one task that takes the lock, applies, waits and gives the lock back (k8s_release).
+RELEASE_TASK = "thinkus.ops.k8s_deploy : Deploy under the lock (apply, rollout wait, rollback on failure)"
 LEASE_DURATION = 60  # the role's default, which these cases prove
 TAKEOVER_BOUND = LEASE_DURATION + 10  # a killed deploy blocks the next one for about a minute
 
@@ -209,11 +207,34 @@ def rerun_takes_over(namespace: str, holder: str, killed_at: float, **extra: Any
     """The next deploy: it takes over the dead run's lock within about a minute."""
     result = deploy(namespace, json_output=True, **extra)
     usable_after = time.monotonic() - killed_at
-    lock = result.task(LOCK_TASK)
+    lock = result.task(RELEASE_TASK)["lock"]
     assert lock["took_over"] is True, lock
     assert lock["previous_holder"] == holder, lock
     assert lock["waited"] <= TAKEOVER_BOUND, lock
     return result, usable_after
+
+
+def lock_taken(api: client.ApiClient, namespace: str, timeout: float = 120) -> None:
+    """Return the moment a run holds the deploy lock: a watch, so a fast run is caught before it
+    goes on to apply (k8s_release applies right after it takes the lock)."""
+    stream = watch.Watch()
+    for event in stream.stream(
+        client.CoordinationV1Api(api).list_namespaced_lease, namespace, timeout_seconds=int(timeout)
+    ):
+        if event["type"] in ("ADDED", "MODIFIED") and event["object"].spec.holder_identity:
+            stream.stop()
+            return
+    raise AssertionError(f"no deploy took the lock in {namespace} within {timeout:.0f}s")
+
+
+def applied(api: client.ApiClient, namespace: str, labels: dict[str, str]) -> Callable[[], bool]:
+    """Whether every Deployment carries the pod labels of the release being deployed."""
+
+    def check() -> bool:
+        deps = deployments(api, namespace).values()
+        return bool(deps) and all(labels.items() <= (d.spec.template.metadata.labels or {}).items() for d in deps)
+
+    return check
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -231,9 +252,9 @@ def test_a_deploy_killed_during_apply_is_taken_over_within_a_minute_and_converge
     release = {"thinkus.test/release": "v2"}  # one changed pod label, as in the issue
     run = start_deploy(namespace, k8s_deploy_pod_labels=release)
     try:
-        # Killed the moment the apply task starts: its module is a fraction of a second
-        # (issue 20), so a fixed wait let the run finish and give the lock back first.
-        run.wait_for(APPLY_TASK, timeout=120)
+        # Killed the moment the lock is taken: the apply follows at once, and the whole release is a
+        # fraction of a second (issue 20), so a fixed wait let the run finish and give the lock back first.
+        lock_taken(api, namespace)
     finally:
         killed_at, holder, left = kill_and_check_the_lock(api, namespace, run)
 
@@ -251,7 +272,7 @@ def test_a_deploy_killed_during_the_rollout_wait_renewed_its_lock_and_the_next_o
     before = {name: current_replicaset(api, dep) for name, dep in deployments(api, namespace).items()}
     run = start_deploy(namespace, k8s_deploy_image_tag="v2", k8s_deploy_pod_labels=NEVER_READY)
     try:
-        run.wait_for(WAIT_TASK, timeout=120)
+        wait_until(applied(api, namespace, NEVER_READY), timeout=120, what="the broken release applied")
         time.sleep(LEASE_DURATION / 4 + 8)  # long enough for the heartbeat to renew at least once
         lease = leases(api, namespace)[0]
         assert (lease.spec.renew_time - lease.spec.acquire_time) >= datetime.timedelta(seconds=LEASE_DURATION / 4)
@@ -289,16 +310,14 @@ def test_a_deploy_killed_during_its_rollback_leaves_nothing_the_next_one_cannot_
     )
 
     def rolling_back() -> bool:
-        return (
-            any(
-                "thinkus.test/never-ready" not in (d.spec.template.metadata.labels or {})
-                for d in deployments(api, namespace).values()
-            )
-            and run.output.count(WAIT_TASK) == 1
+        return any(
+            "thinkus.test/never-ready" not in (d.spec.template.metadata.labels or {})
+            for d in deployments(api, namespace).values()
         )
 
     try:
-        run.wait_for(WAIT_TASK, timeout=120)
+        # applied first (every Deployment broken), then the first Deployment put back
+        wait_until(applied(api, namespace, NEVER_READY), timeout=120, what="the broken release applied")
         wait_until(rolling_back, timeout=60, what="the rollback's first change")
     finally:
         killed_at, holder, left = kill_and_check_the_lock(api, namespace, run)
@@ -592,7 +611,7 @@ def test_the_api_server_restarted_during_apply_and_the_rerun_converges(
     release = {"thinkus.test/release": "v2"}
     run = start_deploy(namespace, k8s_deploy_pod_labels=release)
     try:
-        run.wait_for(APPLY_TASK, timeout=120)
+        lock_taken(api, namespace)
         fault_at = time.monotonic()
         outage = restart_apiserver(down_for=5)
         rc = run.finish(timeout=300)
@@ -621,7 +640,7 @@ def test_the_api_server_restarted_during_the_rollout_wait_and_the_wait_goes_on(
     stop(ctx, k8s.SCHEDULER)
     run = start_deploy(namespace, k8s_deploy_pod_labels=release, k8s_deploy_rollout_timeout=180)
     try:
-        run.wait_for(WAIT_TASK, timeout=120)
+        wait_until(applied(api, namespace, release), timeout=120, what="the release applied")
         time.sleep(3)  # the wait is polling
         assert run.proc.poll() is None, run.output[-4000:]
         fault_at = time.monotonic()

@@ -42,7 +42,7 @@ SMALL = {
     "py-ai-engine": {"replicas": 1, "hpa": {"min_replicas": 1, "max_replicas": 2}},
     "worker": {"replicas": 1, "hpa": {"min_replicas": 1, "max_replicas": 2}},
 }
-LOCK_TASK = "thinkus.ops.k8s_deploy : Take the deploy lock"
+RELEASE_TASK = "thinkus.ops.k8s_deploy : Deploy under the lock (apply, rollout wait, rollback on failure)"
 NEVER_READY = {"thinkus.test/never-ready": "true"}
 LOCAL_SECRETS = yaml.safe_load((REPO_ROOT / "inventories/local/group_vars/all/k8s_deploy.yml").read_text())
 
@@ -183,7 +183,7 @@ def test_two_deploys_at_once_take_turns(api: client.ApiClient, namespace: str) -
         thread.join()
     for tag, result in results.items():
         assert result.rc == 0, f"{tag}: {result.output}"
-    locks = {tag: r.task(LOCK_TASK) for tag, r in results.items()}
+    locks = {tag: r.task(RELEASE_TASK)["lock"] for tag, r in results.items()}
     waited = sorted(locks, key=lambda tag: locks[tag]["waited"])
     # One went first; the other waited for it (the lease is polled every 2 s).
     assert locks[waited[1]]["waited"] > 0, locks
@@ -227,7 +227,7 @@ def test_a_held_lock_makes_the_deploy_fail_naming_the_holder_and_an_expired_one_
     coordination.create_namespaced_lease(namespace, _lease(namespace, "bob@laptop/deadbeef", 3600, 60))
     taken = deploy(namespace, k8s_deploy_lock_timeout=2, json_output=True)
     assert taken.rc == 0, taken.output
-    lock = taken.task(LOCK_TASK)
+    lock = taken.task(RELEASE_TASK)["lock"]
     assert lock["took_over"] is True
     assert lock["previous_holder"] == "bob@laptop/deadbeef"
     assert coordination.list_namespaced_lease(namespace).items == []  # released at the end
