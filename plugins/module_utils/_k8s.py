@@ -378,6 +378,8 @@ class K8sClient:
             return None
         if not 200 <= status <= 299:
             message, reason = _status_message(data, status)
+            if status == 429 or status >= 500:  # the server itself, not the request: say which server
+                message = f"the Kubernetes API server {self.where()} answered {status}: {message}"
             raise K8sError(message, status=status, reason=reason)
         return json.loads(data) if data else None
 

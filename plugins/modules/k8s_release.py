@@ -343,7 +343,7 @@ def release_run(module: Any, client: K8sClient, result: dict[str, Any]) -> dict[
         keeper = LeaseKeeper(client, ref, taken["holder_identity"], lifeline=Lifeline())
         keeper.duration = lock["lease_duration"]
         keeper.renewed_at = keeper.clock()  # just written by acquire
-    done = False
+    done = lost = False
     try:
         secrets = apply_set(module, client, keeper, apply_params(module, p["secrets"], p["prune"], ["Secret"]))
         result["secrets"] = {
@@ -380,9 +380,15 @@ def release_run(module: Any, client: K8sClient, result: dict[str, Any]) -> dict[
             raise
         result["deployments"] = rolled["deployments"]
         done = True
+    except LockLost:
+        # Not ours any more, or the run that holds it is dead (killed): deleting the Lease would be
+        # a change after that point. It lapses after its duration, and the next deploy takes it over.
+        lost = True
+        raise
     finally:
         try:
-            give_back(module, client, ref, result)
+            if not lost:
+                give_back(module, client, ref, result)
         except (K8sError, LockLost) as exc:
             if done:
                 raise
