@@ -706,8 +706,13 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def module_args() -> dict[str, Any]:
+    """AnsibleModule's arguments; the action plugin validates the same in the controller."""
+    return dict(argument_spec=argument_spec(), supports_check_mode=True)
+
+
+def run_module(module: Any) -> None:
+    """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     if docker is None or not HAS_DOCKER_SDK:
         module.fail_json(msg=missing_required_lib("docker"), name=module.params["name"], error="docker", actions=[])
     name = module.params["name"]
@@ -720,6 +725,10 @@ def main() -> None:
     except docker.errors.DockerException as err:
         module.fail_json(msg=f"service {name!r}: Docker engine error: {err}", name=name, error="docker", actions=[])
     module.exit_json(**result)
+
+
+def main() -> None:
+    run_module(AnsibleModule(**module_args()))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,32 @@ options:
         description: The content is a secret; it is never shown in a diff.
         type: bool
         default: false
+  trees:
+    description:
+      - Directory trees to copy on the host itself, as C(ansible.builtin.copy) copies C(src/) (the files under
+        O(trees[].src) into O(trees[].dest), byte for byte, binary files included), in the same single step.
+      - A file is written only when its bytes or mode differ; files in O(trees[].dest) that are not in the source
+        are left alone.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      src:
+        description: Absolute path of the directory to copy, on the host the module runs on.
+        type: path
+        required: true
+      dest:
+        description: Absolute path of the directory to copy into; created (parents too) with O(trees[].directory_mode).
+        type: path
+        required: true
+      mode:
+        description: Octal mode of every file copied.
+        type: str
+        default: "0644"
+      directory_mode:
+        description: Octal mode of O(trees[].dest) and every directory under it that the source has.
+        type: str
+        default: "0755"
   owner:
     description: Owner (name) of every directory and file; unset keeps the current one (a new one gets the caller's).
     type: str
@@ -201,16 +227,51 @@ def _write(path: str, content: bytes, mode: int, uid: int, gid: int) -> None:
         raise
 
 
+def expand_trees(trees: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The directories and files of O(trees), as entries of O(directories) and O(files) (content as bytes)."""
+    directories: list[dict[str, Any]] = []
+    files: list[dict[str, Any]] = []
+    for index, tree in enumerate(trees):
+        src, dest = tree["src"], tree["dest"]
+        for name, value in (("src", src), ("dest", dest)):
+            if not os.path.isabs(value):
+                raise FilesError(f"trees[{index}].{name} must be absolute, got {value!r}")
+        if not os.path.isdir(src):
+            raise FilesError(f"trees[{index}].src: {src} is not a directory on this host")
+        for root, subdirs, names in os.walk(src):
+            subdirs.sort()
+            target = os.path.normpath(os.path.join(dest, os.path.relpath(root, src)))
+            directories.append({"path": target, "mode": tree["directory_mode"]})
+            for name in sorted(names):
+                with open(os.path.join(root, name), "rb") as handle:
+                    content = handle.read()
+                copied = os.path.join(root, name)
+                files.append({"path": os.path.join(target, name), "content": content, "mode": tree["mode"],
+                              "validate": None, "secret": False, "source": copied})  # fmt: skip
+    return directories, files
+
+
+def _shown(content: bytes, entry: dict[str, Any]) -> str:
+    """A file's content as a diff shows it: the text, or a line naming a binary copy."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<binary, {len(content)} bytes{', copied from ' + entry['source'] if entry.get('source') else ''}>\n"
+
+
 def install(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     """Plan, validate, then write; returns the result (changed_paths, diff)."""
     uid, gid = _ids(params["owner"], params["group"])
+    tree_directories, tree_files = expand_trees(params.get("trees") or [])
     changed: list[str] = []
     diffs: list[dict[str, str]] = []
     directories = []
-    for index, entry in enumerate(params["directories"]):
+    for index, entry in enumerate(params["directories"] + tree_directories):
         path = entry["path"]
         if not os.path.isabs(path):
             raise FilesError(f"directories[{index}].path must be absolute, got {path!r}")
+        if path in changed:
+            continue
         mode = _mode(entry["mode"], f"directories[{index}] ({path})")
         if os.path.exists(path) and not os.path.isdir(path):
             raise FilesError(f"directories[{index}]: {path} exists and is not a directory")
@@ -218,12 +279,12 @@ def install(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             directories.append((path, mode))
             changed.append(path)
     planned = []
-    for index, entry in enumerate(params["files"]):
+    for index, entry in enumerate(params["files"] + tree_files):
         path = entry["path"]
         if not os.path.isabs(path):
             raise FilesError(f"files[{index}].path must be absolute, got {path!r}")
         mode = _mode(entry["mode"], f"files[{index}] ({path})")
-        content = entry["content"].encode("utf-8")
+        content = entry["content"] if isinstance(entry["content"], bytes) else entry["content"].encode("utf-8")
         before = _read(path)
         if before == content and not _differs(path, mode, uid, gid):
             continue
@@ -237,10 +298,8 @@ def install(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                 {
                     "before_header": path if before is not None else f"{path} (absent)",
                     "after_header": path,
-                    "before": "<secret>\n"
-                    if secret and before is not None
-                    else (before or b"").decode(errors="replace"),
-                    "after": "<secret, changed>\n" if secret else entry["content"],
+                    "before": "<secret>\n" if secret and before is not None else _shown(before or b"", {}),
+                    "after": "<secret, changed>\n" if secret else _shown(content, entry),
                 }
             )
     if not check_mode:
@@ -276,6 +335,17 @@ def module_args() -> dict[str, Any]:
                     mode=dict(type="str", default="0644"),
                     validate=dict(type="str"),
                     secret=dict(type="bool", default=False),
+                ),
+            ),
+            trees=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    src=dict(type="path", required=True),
+                    dest=dict(type="path", required=True),
+                    mode=dict(type="str", default="0644"),
+                    directory_mode=dict(type="str", default="0755"),
                 ),
             ),
             owner=dict(type="str"),

@@ -11,7 +11,7 @@ short_description: One release under the deploy lock - namespace, Secrets, workl
 version_added: 0.3.0
 description:
   - Runs in one call what M(thinkus.ops.k8s_apply), M(thinkus.ops.k8s_lease) and M(thinkus.ops.k8s_rollout) do
-    as separate tasks, in this order, stopping at the first failure:
+    as separate tasks, in this order, stopping at the first failure.
   - 1. Applies the namespace O(namespace) with O(namespace_labels) (the deploy lock lives in it).
   - 2. Takes the deploy lock, the Lease O(lock.name), waiting up to O(lock.wait_timeout) for another holder.
   - 3. Applies O(secrets), then O(resources), each with prune when O(prune) is set, renewing the lock before
@@ -22,7 +22,7 @@ description:
     Deployment is now.
   - 5. Gives the lock back, whether the steps before succeeded or not (while the API server does not answer, it
     keeps trying for up to O(lock.lease_duration) seconds).
-  - One task instead of six: the fixed cost of a task (a worker process, templating its arguments, the
+  - One task instead of six, so the fixed cost of a task (a worker process, templating its arguments, the
     connection settings) is paid once. The steps and their results are those of the three modules.
 author:
   - Thinkus platform team (@thinkus-ai)

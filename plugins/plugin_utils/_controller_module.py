@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import subprocess
 from types import ModuleType
 from typing import Any
 
@@ -49,7 +50,8 @@ class _Exit(BaseException):
 
 
 class ControllerModule:
-    """What ``run_module`` uses of an AnsibleModule: params, check_mode, _diff, warn, exit_json, fail_json."""
+    """What ``run_module`` uses of an AnsibleModule: params, check_mode, _diff, warn, run_command, exit_json
+    and fail_json."""
 
     def __init__(self, params: dict[str, Any], check_mode: bool, diff: bool) -> None:
         self.params = params
@@ -60,6 +62,11 @@ class ControllerModule:
 
     def warn(self, warning: str) -> None:
         self.warnings.append(str(warning))
+
+    def run_command(self, args: list[str]) -> tuple[int, str, str]:
+        """AnsibleModule.run_command of an argument list (no shell): return code, stdout, stderr."""
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout, done.stderr
 
     def exit_json(self, **result: Any) -> None:
         result.setdefault("changed", False)

@@ -76,6 +76,21 @@ PLAYBOOK = """---
       environment: {THINKUS_TEST_MODULE_PATH: "1"}
       register: rollout_module
 
+    - name: Release in the controller (lock, a Secret, a ConfigMap, lock given back)
+      thinkus.ops.k8s_release: &release
+        namespace: "{{ namespace }}"
+        lock: {name: probe-lock, wait_timeout: 5}
+        secrets:
+          - {apiVersion: v1, kind: Secret, metadata: {name: probe}, stringData: {token: "{{ hidden }}"}}
+        resources:
+          - {apiVersion: v1, kind: ConfigMap, metadata: {name: released}, data: {answer: "43"}}
+      register: release_controller
+
+    - name: Release again as a module
+      thinkus.ops.k8s_release: *release
+      environment: {THINKUS_TEST_MODULE_PATH: "1"}
+      register: release_module
+
     - name: An unknown option in the controller
       thinkus.ops.k8s_info: {kind: ConfigMap, colour: blue}
       register: bad_controller
@@ -90,7 +105,8 @@ PLAYBOOK = """---
     - name: Hand the results to the test
       ansible.builtin.copy:
         content: "{{ {'apply': [in_controller, as_module], 'read': [read_controller, read_module, read_async],
-                     'rollout': [rollout_controller, rollout_module], 'bad': [bad_controller, bad_module]} | to_json }}"
+                     'rollout': [rollout_controller, rollout_module], 'bad': [bad_controller, bad_module],
+                     'release': [release_controller, release_module]} | to_json }}"
         dest: "{{ out }}"
         mode: "0600"
 """
@@ -131,13 +147,19 @@ def test_the_controller_path_matches_the_module_path(tmp_path: Path) -> None:
             assert rollout["failed"] is False and rollout["deployments"] == []
         # -vvv prints each task's invocation: the no_log option masked on both paths
         assert run.output.count("VALUE_SPECIFIED_IN_NO_LOG_PARAMETER") >= 2, run.output[-4000:]
+        first, second = results["release"]
+        assert first["changed"] is True and second["changed"] is False, results["release"]
+        assert first["secrets"]["changed"] == ["probe"] and second["secrets"]["changed"] == []
+        assert first["lock"]["released"] is True and second["lock"]["released"] is True
+        assert client.CoordinationV1Api(api).list_namespaced_lease(namespace).items == []
+        assert client.CoreV1Api(api).read_namespaced_config_map("released", namespace).data == {"answer": "43"}
         for bad in results["bad"]:
             assert bad["failed"] is True
             assert bad["msg"].startswith("Unsupported parameters for (thinkus.ops.k8s_info) module: colour.")
         assert hidden not in run.output
-        # only the four tasks with an environment and the async one shipped a module
+        # only the five tasks with an environment and the async one shipped a module
         shipped = [line for line in run.output.splitlines() if "Using module file" in line and "thinkus/ops" in line]
-        assert len(shipped) == 5, shipped
+        assert len(shipped) == 6, shipped
     finally:
         with contextlib.suppress(client.exceptions.ApiException):
             client.CoreV1Api(api).delete_namespace(namespace)

@@ -113,3 +113,34 @@ def test_an_unknown_owner_is_named(tmp_path: Path) -> None:
     p = dict(params(tmp_path, a="one\n"), owner="no-such-user-thinkus")
     with pytest.raises(host_files.FilesError, match=r"owner: no user 'no-such-user-thinkus' on this host"):
         host_files.install(p, check_mode=False)
+
+
+def test_a_tree_is_copied_byte_for_byte_then_left_alone_and_a_changed_file_alone_is_rewritten(tmp_path: Path) -> None:
+    src = tmp_path / "out"
+    (src / "_next" / "static").mkdir(parents=True)
+    (src / "index.html").write_text("<html>v1</html>\n")
+    binary = bytes(range(256)) * 4
+    (src / "_next" / "static" / "logo.png").write_bytes(binary)
+    dest = tmp_path / "staged"
+    tree = {"src": str(src), "dest": str(dest), "mode": "0644", "directory_mode": "0755"}
+    wanted = {"directories": [], "files": [], "trees": [tree], "owner": None, "group": None}
+
+    preview = host_files.install(wanted, check_mode=True)
+    assert preview["changed"] is True and not dest.exists()
+    first = host_files.install(wanted, check_mode=False)
+    assert str(dest / "_next" / "static" / "logo.png") in first["changed_paths"]
+    assert (dest / "_next" / "static" / "logo.png").read_bytes() == binary
+    assert stat.S_IMODE(os.stat(dest / "index.html").st_mode) == 0o644
+    assert any(d["after"].startswith("<binary, 1024 bytes, copied from ") for d in first["diff"])
+
+    assert host_files.install(wanted, check_mode=False)["changed"] is False
+    (src / "index.html").write_text("<html>v2</html>\n")
+    again = host_files.install(wanted, check_mode=False)
+    assert again["changed_paths"] == [str(dest / "index.html")]
+    assert (dest / "index.html").read_text() == "<html>v2</html>\n"
+
+
+def test_a_tree_that_is_not_a_directory_is_refused_naming_it(tmp_path: Path) -> None:
+    tree = {"src": str(tmp_path / "missing"), "dest": str(tmp_path / "d"), "mode": "0644", "directory_mode": "0755"}
+    with pytest.raises(host_files.FilesError, match=r"trees\[0\]\.src: .*missing is not a directory on this host"):
+        host_files.install({"directories": [], "files": [], "trees": [tree], "owner": None, "group": None}, False)
