@@ -241,11 +241,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_apply import (
     validate_resources,
 )
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import LockLost, keeper_of, lock_argument_spec
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import (  # noqa: F401 - prune_resources: unit tests
-    apply_all,
-    delete_all,
-    prune_resources,
-)
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import apply_all, delete_all
 
 
 def module_args() -> dict[str, Any]:

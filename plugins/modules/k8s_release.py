@@ -40,7 +40,7 @@ attributes:
     support: full
     details:
       - One diff entry per changed namespace, ConfigMap, Deployment, Service, autoscaler or disruption budget.
-      - Secrets never get a diff entry: RV(secrets) names those that change, never their values.
+      - Secrets never get a diff entry; RV(secrets) names those that change, never their values.
   idempotent:
     support: full
     details:
@@ -61,7 +61,7 @@ options:
       - The deploy lock, a C(coordination.k8s.io/v1) Lease in O(namespace) (M(thinkus.ops.k8s_lease)).
     type: dict
     required: true
-    options:
+    suboptions:
       name:
         description: Name of the Lease.
         type: str

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.thinkus.ops.plugins.module_utils import _k8s
+from ansible_collections.thinkus.ops.plugins.module_utils import _k8s, _k8s_steps
 from ansible_collections.thinkus.ops.plugins.modules import k8s_apply
 
 SERVED = {
@@ -186,10 +186,10 @@ def test_prune_resolves_kinds_by_api_version_by_the_set_or_by_discovery() -> Non
     result = run(server, module)
     assert sorted(result["pruned"]) == ["LimitRange ns/old", "PriorityClass old"]
     assert list(server.objects) == [_k8s.ObjectRef("scheduling.k8s.io/v1", "PriorityClass", "high", None)]
-    found = k8s_apply.prune_resources(server, {"prune_kinds": ["PriorityClass"]}, [])  # type: ignore[arg-type]
+    found = _k8s_steps.prune_resources(server, {"prune_kinds": ["PriorityClass"]}, [])  # type: ignore[arg-type]
     assert found[0].api_version == "scheduling.k8s.io/v1"  # not in the set: found through discovery
     with pytest.raises(_k8s.UnknownKind):
-        k8s_apply.prune_resources(server, {"prune_kinds": ["Nope"]}, [])  # type: ignore[arg-type]
+        _k8s_steps.prune_resources(server, {"prune_kinds": ["Nope"]}, [])  # type: ignore[arg-type]
 
 
 def test_check_mode_prune_leaves_out_a_kind_whose_crd_the_set_creates() -> None:
