@@ -63,10 +63,15 @@ def find_kubectl() -> str | None:
     return built[-1] if built else shutil.which("kubectl")
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
+def timed(command: list[str], env: dict[str, str], expect: str | None = None) -> float:
+    """Seconds one command took; with ``expect``, its output must contain that text (a no-op must be one)."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - start
+    done = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if expect and expect not in done.stdout:
+        recap = done.stdout[done.stdout.rfind("PLAY RECAP") :]
+        print(f"not a no-op ({expect!r} missing): {recap.strip()}")
+    return took
 
 
 def main() -> int:
@@ -122,7 +127,20 @@ def main() -> int:
         )["items"]
         for secret in secrets:
             secret["metadata"] = {k: secret["metadata"][k] for k in ("name", "namespace", "labels")}
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        # The namespace as the role applies it (its labels): without them, each kubectl apply under the
+        # same field manager removed the labels and the role's next run put them back, a change, not a no-op.
+        live_namespace = json.loads(
+            subprocess.run(
+                [kubectl, "get", "namespace", NAMESPACE, "-o", "json"],
+                check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        labels = live_namespace["metadata"].get("labels") or {}
+        labels = {k: v for k, v in labels.items() if not k.startswith("kubernetes.io/")}
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels}}
         all_yaml = work / "all.yaml"
         all_yaml.write_text(yaml.safe_dump_all([namespace, *secrets, *manifests]))
         all_yaml.chmod(0o600)
@@ -143,7 +161,9 @@ def main() -> int:
         ]
         role_times, kubectl_times = [], []
         for _run in range(args.runs):
-            role_times.append(timed(playbook_cmd, dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))))
+            role_times.append(
+                timed(playbook_cmd, dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")), expect="changed=0")
+            )
             kubectl_times.append(sum(timed(step, env) for step in kubectl_steps))
         role, plain = statistics.median(role_times), statistics.median(kubectl_times)
         print(f"objects: {len(manifests) + len(secrets) + 1} ({len(deployments)} Deployments), runs: {args.runs}")
