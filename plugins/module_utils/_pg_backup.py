@@ -36,6 +36,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._backup_common import 
 
 try:
     import psycopg2
+    import psycopg2.errors
     import psycopg2.extensions
     from psycopg2 import sql
 
@@ -365,11 +366,29 @@ def create_database(conn: PgConn, name: str) -> None:
         db.close()
 
 
-def drop_database(conn: PgConn, name: str) -> None:
+def drop_database(conn: PgConn, name: str, attempts: int = 5) -> None:
+    """Drop a database, ending the sessions still in it.
+
+    WITH (FORCE) refuses when a session in it belongs to a role ours may not signal: an autovacuum
+    worker that a large restore started, typically. A plain DROP DATABASE ends autovacuum workers
+    itself, and fails only while another session stays: tried again a few times, a second apart.
+    """
     db = conn.connect()
     db.autocommit = True
     try:
         with db.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            try:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                return
+            except psycopg2.errors.InsufficientPrivilege:
+                pass
+            for attempt in range(attempts):
+                try:
+                    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                    return
+                except psycopg2.errors.ObjectInUse:
+                    if attempt == attempts - 1:
+                        raise
+                    time.sleep(1)
     finally:
         db.close()
