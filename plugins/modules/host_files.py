@@ -266,12 +266,14 @@ def install(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     changed: list[str] = []
     diffs: list[dict[str, str]] = []
     directories = []
+    seen: set[str] = set()
     for index, entry in enumerate(params["directories"] + tree_directories):
         path = entry["path"]
         if not os.path.isabs(path):
             raise FilesError(f"directories[{index}].path must be absolute, got {path!r}")
-        if path in changed:
+        if path in seen:  # listed twice (a tree's directory among directories): once is enough
             continue
+        seen.add(path)
         mode = _mode(entry["mode"], f"directories[{index}] ({path})")
         if os.path.exists(path) and not os.path.isdir(path):
             raise FilesError(f"directories[{index}]: {path} exists and is not a directory")

@@ -89,9 +89,9 @@ options:
         default: {}
   secrets:
     description:
-      - The Secrets, applied before O(resources). Never in a diff; C(stringData) is sent as C(data).
+      - The Secrets, applied before O(resources). Never logged, never in a diff; C(stringData) is sent as C(data).
       - Their values (as given and decoded, and the passwords of a C(.dockerconfigjson)) are masked wherever
-        they would appear in the result, as C(no_log) masks them; their names, labels and namespace are not.
+        they would appear in the result; their names, labels and namespace are not.
     type: list
     elements: dict
     default: []
@@ -218,6 +218,11 @@ deployments:
   returned: when the workloads were applied
   type: list
   elements: dict
+seconds:
+  description: How long the call took, from the first request to the lock given back.
+  returned: success
+  type: float
+  sample: 0.21
 """
 
 import base64
@@ -242,11 +247,7 @@ from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import (
 
 
 def secret_values(secrets: list[dict[str, Any]]) -> set[str]:
-    """Every value of the Secrets, as given and decoded, and the passwords of a registry pull Secret.
-
-    Masked wherever they would appear in the result (as no_log masks them). Option O(secrets) itself is
-    not no_log: that would mask every string of the manifests, their names, labels and namespace too.
-    """
+    """Every value of the Secrets, as given and decoded, and the passwords of a registry pull Secret."""
     found: set[str] = set()
     for secret in secrets:
         for value in (secret.get("stringData") or {}).values():
@@ -262,6 +263,31 @@ def secret_values(secrets: list[dict[str, Any]]) -> set[str]:
                 for auth in (json.loads(plain).get("auths") or {}).values():
                     found.update(str(auth[k]) for k in ("password", "auth") if auth.get(k))
     return {v for v in found if v}
+
+
+def strings_of(value: Any) -> set[str]:
+    """Every scalar in a structure, as text: what no_log makes Ansible mask for an option."""
+    if isinstance(value, dict):
+        return set().union(*(strings_of(v) for v in value.values())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*(strings_of(v) for v in value)) if value else set()
+    return set() if value is None else {str(value)}
+
+
+def mask_secret_values(module: Any) -> None:
+    """Narrow what no_log masks for O(secrets) to their values.
+
+    The option is no_log, so it is never logged (not in the invocation, not in the host's journal);
+    but as a whole it would make every string of the manifests masked wherever it appears in the
+    result, names, labels and the namespace too, hiding every diff. Masked instead: the values.
+    """
+    values = secret_values(module.params["secrets"])
+    module.no_log_values.difference_update(strings_of(module.params["secrets"]) - values)
+    module.no_log_values.update(values)
+
+
+# Per option (secrets, resources): the objects' references, and the kinds a CRD of the set brings.
+Refs = dict[str, tuple[list[ObjectRef], set[tuple[str, str]]]]
 
 
 class StepFailed(Exception):
@@ -309,16 +335,22 @@ def apply_params(module: Any, resources: list[dict[str, Any]], prune: bool, prun
     }
 
 
-def apply_set(module: Any, client: K8sClient, keeper: LeaseKeeper | None, params: dict[str, Any]) -> dict[str, Any]:
-    refs, pending, problems = resolve_refs(
-        params["resources"], params["namespace"], lambda v, k: client.resource(v, k).namespaced
-    )
+def resolve(module: Any, client: K8sClient) -> Refs:
+    """The references of O(secrets) and O(resources) (discovery), before anything changes."""
+    refs: Refs = {}
+    problems: list[str] = []
+    for option in ("secrets", "resources"):
+        found, pending, wrong = resolve_refs(
+            module.params[option], module.params["namespace"], lambda v, k: client.resource(v, k).namespaced
+        )
+        refs[option] = (found, pending)
+        problems += [f"{option}: {m}" for m in wrong]
     if problems:
         raise StepFailed("invalid resources: " + "; ".join(problems), {})
-    return apply_all(step(module, **params), client, keeper, refs, pending)
+    return refs
 
 
-def release_run(module: Any, client: K8sClient, result: dict[str, Any]) -> dict[str, Any]:
+def release_run(module: Any, client: K8sClient, refs: Refs, result: dict[str, Any]) -> dict[str, Any]:
     """Take the lock, apply, wait; the lock is given back in any case. Fills ``result`` as it goes."""
     p = module.params
     lock = p["lock"]
@@ -345,14 +377,15 @@ def release_run(module: Any, client: K8sClient, result: dict[str, Any]) -> dict[
         keeper.renewed_at = keeper.clock()  # just written by acquire
     done = lost = False
     try:
-        secrets = apply_set(module, client, keeper, apply_params(module, p["secrets"], p["prune"], ["Secret"]))
+        own = apply_params(module, p["secrets"], p["prune"], ["Secret"])
+        secrets = apply_all(step(module, **own), client, keeper, *refs["secrets"])
         result["secrets"] = {
             "changed": [o["name"] for o in secrets["objects"] if o["changed"]],
             "pruned": secrets["pruned"],
         }
         result["changed"] = result["changed"] or secrets["changed"]
         own = apply_params(module, p["resources"], p["prune"], p["prune_kinds"])
-        workloads = apply_set(module, client, keeper, own)
+        workloads = apply_all(step(module, **own), client, keeper, *refs["resources"])
         result["diff"].extend(workloads.pop("diff", []))
         result["workloads"] = workloads
         result["changed"] = result["changed"] or workloads["changed"]
@@ -432,8 +465,8 @@ def module_args() -> dict[str, Any]:
                 labels=dict(type="dict", default={}),
             ),
         ),
-        # Not no_log as a whole (see secret_values): their values are masked one by one.
-        secrets=dict(type="list", elements="dict", default=[], no_log=False),
+        # In the result, only their values are masked (mask_secret_values).
+        secrets=dict(type="list", elements="dict", default=[], no_log=True),
         resources=dict(type="list", elements="dict", required=True),
         field_manager=dict(type="str", default="thinkus-ops"),
         prune=dict(type="bool", default=False),
@@ -455,7 +488,7 @@ def module_args() -> dict[str, Any]:
 def run_module(module: Any) -> None:
     """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     p = module.params
-    module.no_log_values.update(secret_values(p["secrets"]))
+    mask_secret_values(module)
     if p["lock"]["lease_duration"] < 1:
         module.fail_json(msg=f"lock.lease_duration must be at least 1 second, got {p['lock']['lease_duration']}")
     problems = [f"secrets: {m}" for m in validate_resources(p["secrets"])]
@@ -468,6 +501,7 @@ def run_module(module: Any) -> None:
     started = time.monotonic()
     try:
         client = K8sClient(p["kubeconfig"], p["context"], p["request_timeout"])
+        refs = resolve(module, client)  # a kind the server does not serve: refused before any change
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": p["namespace"]}}
         if p["namespace_labels"]:
             namespace["metadata"]["labels"] = p["namespace_labels"]
@@ -475,7 +509,7 @@ def run_module(module: Any) -> None:
         result["namespace"] = applied["objects"][0]
         result["changed"] = applied["changed"]
         result["diff"].extend(applied.get("diff", []))
-        release_run(module, client, result)
+        release_run(module, client, refs, result)
     except StepFailed as exc:
         fail(module, result, exc.msg)
     except LockLost as exc:

@@ -58,7 +58,9 @@ class ControllerModule:
         self.check_mode = check_mode
         self._diff = diff
         self.warnings: list[str] = []
-        self.no_log_values: set[str] = set()  # as AnsibleModule's: more values the module masks
+        # As AnsibleModule's: the values of the no_log options (set by the action plugin), masked in the
+        # result; a module may add more, or narrow them.
+        self.no_log_values: set[str] = set()
 
     def warn(self, warning: str) -> None:
         self.warnings.append(str(warning))
@@ -141,12 +143,13 @@ class ControllerModuleAction(ActionBase):
             return dict(result, failed=True, msg=msg)
         params = validation.validated_parameters
         module = ControllerModule(params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
+        module.no_log_values.update(validation._no_log_values)
         try:
             self.module_code.run_module(module)
             outcome: dict[str, Any] = {"changed": False}  # run_module always exits; this is a guard
         except _Exit as done:
             outcome = done.result
-        no_log_values = validation._no_log_values | module.no_log_values
+        no_log_values = module.no_log_values
         if module.warnings:
             outcome["warnings"] = module.warnings
         outcome["invocation"] = {"module_args": params}

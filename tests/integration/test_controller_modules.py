@@ -91,6 +91,17 @@ PLAYBOOK = """---
       environment: {THINKUS_TEST_MODULE_PATH: "1"}
       register: release_module
 
+    - name: Release a kind the server does not serve (refused before the namespace or the lock)
+      thinkus.ops.k8s_release:
+        namespace: "{{ namespace }}-refused"
+        lock: {name: probe-lock, wait_timeout: 5}
+        secrets:
+          - {apiVersion: v1, kind: Secret, metadata: {name: probe}, stringData: {token: "{{ hidden }}"}}
+        resources:
+          - {apiVersion: example.com/v1, kind: NoSuchKind, metadata: {name: nothing}}
+      register: release_refused
+      ignore_errors: true
+
     - name: An unknown option in the controller
       thinkus.ops.k8s_info: {kind: ConfigMap, colour: blue}
       register: bad_controller
@@ -106,7 +117,7 @@ PLAYBOOK = """---
       ansible.builtin.copy:
         content: "{{ {'apply': [in_controller, as_module], 'read': [read_controller, read_module, read_async],
                      'rollout': [rollout_controller, rollout_module], 'bad': [bad_controller, bad_module],
-                     'release': [release_controller, release_module]} | to_json }}"
+                     'release': [release_controller, release_module], 'refused': release_refused} | to_json }}"
         dest: "{{ out }}"
         mode: "0600"
 """
@@ -153,6 +164,10 @@ def test_the_controller_path_matches_the_module_path(tmp_path: Path) -> None:
         assert first["lock"]["released"] is True and second["lock"]["released"] is True
         assert client.CoordinationV1Api(api).list_namespaced_lease(namespace).items == []
         assert client.CoreV1Api(api).read_namespaced_config_map("released", namespace).data == {"answer": "43"}
+        refused = results["refused"]
+        assert refused["failed"] is True and "NoSuchKind" in refused["msg"], refused
+        namespaces = {n.metadata.name for n in client.CoreV1Api(api).list_namespace().items}
+        assert f"{namespace}-refused" not in namespaces  # nothing applied, not even the namespace
         for bad in results["bad"]:
             assert bad["failed"] is True
             assert bad["msg"].startswith("Unsupported parameters for (thinkus.ops.k8s_info) module: colour.")
