@@ -123,71 +123,17 @@ claimed:
   type: bool
 """
 
-import datetime
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, ObjectRef, k8s_argument_spec
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, k8s_argument_spec
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_guard import (
-    identity_problems,
-    marker_body,
-    marker_environment,
+    Refused,
+    check_cluster,
+    identity_spec,
+    input_problem,
 )
-from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import UTC
-
-
-def guard(module: AnsibleModule, client: K8sClient) -> dict[str, Any]:
-    params = module.params["identity"]
-    ref = ObjectRef("v1", "ConfigMap", params["marker_name"], params["marker_namespace"])
-    marker_ref = f"ConfigMap {ref.namespace}/{ref.name}"
-    kube_system = client.request("GET", "/api/v1/namespaces/kube-system")
-    found_uid = str((kube_system.get("metadata") or {}).get("uid", ""))
-    marker = client.get(ref)
-    found_env = marker_environment(marker)
-    problems = identity_problems(
-        where=client.where(),
-        marker_ref=marker_ref,
-        expected_environment=params["environment"],
-        found_environment=found_env,
-        expected_uid=params["uid"],
-        found_uid=found_uid,
-        claim=params["claim"],
-    )
-    if problems:
-        module.fail_json(
-            msg="Refusing to touch this cluster: " + "; ".join(problems) + ". Nothing was changed.",
-            context=client.context,
-            server=client.server,
-            uid=found_uid,
-            environment=found_env,
-        )
-    claimed = found_env is None
-    if claimed and not module.check_mode:
-        now = datetime.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = marker_body(ref.name, ref.namespace or "", params["environment"], now)
-        try:
-            client.request("POST", f"/api/v1/namespaces/{ref.namespace}/configmaps", body=body)
-        except K8sError as exc:
-            if exc.status != 409:
-                raise
-            # Another run claimed it between our read and write: check what it wrote.
-            found_env = marker_environment(client.get(ref))
-            if found_env != params["environment"]:
-                module.fail_json(
-                    msg=f"Refusing to touch this cluster: {client.where()} was just marked as environment "
-                    f"{found_env!r} ({marker_ref}) by another run, expected {params['environment']!r}. "
-                    "Nothing was changed.",
-                )
-            claimed = False
-    return {
-        "changed": claimed,
-        "claimed": claimed,
-        "context": client.context,
-        "server": client.server,
-        "uid": found_uid,
-        "environment": params["environment"],
-    }
 
 
 def module_args() -> dict[str, Any]:
@@ -195,32 +141,24 @@ def module_args() -> dict[str, Any]:
     argument_spec = k8s_argument_spec()
     argument_spec.update(
         context=dict(type="str", required=True),
-        identity=dict(
-            type="dict",
-            required=True,
-            options=dict(
-                environment=dict(type="str", required=True),
-                uid=dict(type="str", default=""),
-                claim=dict(type="bool", default=False),
-                marker_namespace=dict(type="str", default="kube-system"),
-                marker_name=dict(type="str", default="thinkus-environment"),
-            ),
-        ),
+        identity=dict(type="dict", required=True, options=identity_spec()),
     )
     return dict(argument_spec=argument_spec, supports_check_mode=True)
 
 
 def run_module(module: Any) -> None:
     """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
-    if not (module.params["context"] or "").strip():
-        module.fail_json(msg="context must name the kubeconfig context of the environment's cluster; it is empty")
-    if not (module.params["identity"]["environment"] or "").strip():
-        module.fail_json(msg="identity.environment must name the environment the cluster is marked as; it is empty")
+    problem = input_problem(module.params["context"], module.params["identity"])
+    if problem:
+        module.fail_json(msg=problem)
     try:
         client = K8sClient(module.params["kubeconfig"], module.params["context"], module.params["request_timeout"])
-        module.exit_json(**guard(module, client))
+        found = check_cluster(client, module.params["identity"], module.check_mode)
+    except Refused as exc:
+        module.fail_json(msg=exc.msg, **exc.result)
     except K8sError as exc:
         module.fail_json(msg=f"Cannot check the cluster's identity: {exc}. Nothing was changed.")
+    module.exit_json(changed=found["claimed"], **found)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ version_added: 0.3.0
 description:
   - Runs in one call what M(thinkus.ops.k8s_apply), M(thinkus.ops.k8s_lease) and M(thinkus.ops.k8s_rollout) do
     as separate tasks, in this order, stopping at the first failure.
+  - 0. With O(identity), checks that the cluster is the environment's own, as M(thinkus.ops.k8s_cluster_guard)
+    does (O(context) is then required), and refuses to go on otherwise, before anything changes.
   - 1. Applies the namespace O(namespace) with O(namespace_labels) (the deploy lock lives in it).
   - 2. Takes the deploy lock, the Lease O(lock.name), waiting up to O(lock.wait_timeout) for another holder.
   - 3. Applies O(secrets), then O(resources), each with prune when O(prune) is set, renewing the lock before
@@ -46,6 +48,33 @@ attributes:
     details:
       - Taking and giving back the lock is not a change.
 options:
+  identity:
+    description:
+      - What the cluster must carry, checked first (as O(thinkus.ops.k8s_cluster_guard#module:identity)).
+        Roles pass their C(<role>_cluster_identity) variable when its C(environment) is set.
+      - Without it, the cluster is not checked.
+    type: dict
+    suboptions:
+      environment:
+        description: The environment name the cluster's marker must hold.
+        type: str
+        required: true
+      uid:
+        description: The UID of the cluster's C(kube-system) namespace; empty does not compare it.
+        type: str
+        default: ""
+      claim:
+        description: Write the marker when the cluster has none. A marker that exists is never changed.
+        type: bool
+        default: false
+      marker_namespace:
+        description: Namespace of the marker ConfigMap. It must exist.
+        type: str
+        default: kube-system
+      marker_name:
+        description: Name of the marker ConfigMap.
+        type: str
+        default: thinkus-environment
   namespace:
     description:
       - The namespace of every object, applied first.
@@ -171,6 +200,26 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+cluster:
+  description: What the cluster carries (RV(thinkus.ops.k8s_cluster_guard#module:environment) and the rest).
+  returned: when O(identity) was given
+  type: dict
+  contains:
+    context:
+      description: The kubeconfig context used.
+      type: str
+    server:
+      description: The API server URL of that context.
+      type: str
+    uid:
+      description: The UID of the cluster's kube-system namespace.
+      type: str
+    environment:
+      description: The environment the cluster's marker names.
+      type: str
+    claimed:
+      description: Whether this run wrote the marker (in check mode, whether a real run would).
+      type: bool
 namespace:
   description: The namespace's entry, as in RV(thinkus.ops.k8s_apply#module:objects).
   returned: always
@@ -236,6 +285,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sClient, K8sError, ObjectRef, k8s_argument_spec
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_apply import resolve_refs, split_kind, validate_resources
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_guard import (
+    Refused,
+    check_cluster,
+    identity_spec,
+    input_problem,
+)
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_lease import LeaseKeeper, Lifeline, LockLost
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import (
     Rollout,
@@ -451,6 +506,7 @@ def module_args() -> dict[str, Any]:
     """AnsibleModule's arguments; the action plugin validates the same in the controller."""
     argument_spec = k8s_argument_spec()
     argument_spec.update(
+        identity=dict(type="dict", options=identity_spec()),
         namespace=dict(type="str", required=True),
         namespace_labels=dict(type="dict", default={}),
         lock=dict(
@@ -497,17 +553,26 @@ def run_module(module: Any) -> None:
     problems += [f"prune_kinds: {e} is not a kind" for e in p["prune_kinds"] or [] if not split_kind(e)[1]]
     if problems:
         module.fail_json(msg="invalid resources: " + "; ".join(problems))
+    problem = input_problem(p["context"], p["identity"]) if p["identity"] else None
+    if problem:
+        module.fail_json(msg=problem)
     result: dict[str, Any] = {"changed": False, "diff": []}
     started = time.monotonic()
     try:
         client = K8sClient(p["kubeconfig"], p["context"], p["request_timeout"])
+        if p["identity"]:
+            try:
+                result["cluster"] = check_cluster(client, p["identity"], module.check_mode)
+            except Refused as exc:
+                module.fail_json(msg=exc.msg, cluster=exc.result)
+            result["changed"] = result["cluster"]["claimed"]
         refs = resolve(module, client)  # a kind the server does not serve: refused before any change
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": p["namespace"]}}
         if p["namespace_labels"]:
             namespace["metadata"]["labels"] = p["namespace_labels"]
         applied = apply_all(step(module, **apply_params(module, [namespace], False, None)), client)
         result["namespace"] = applied["objects"][0]
-        result["changed"] = applied["changed"]
+        result["changed"] = result["changed"] or applied["changed"]
         result["diff"].extend(applied.get("diff", []))
         release_run(module, client, refs, result)
     except StepFailed as exc:

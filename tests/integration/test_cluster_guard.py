@@ -23,6 +23,7 @@ from tests.support.ansible import REPO_ROOT, run_playbook
 pytestmark = pytest.mark.localenv
 KUBECONFIG = REPO_ROOT / ".local" / "kubeconfig"
 MARKER = "thinkus-environment"
+RELEASE_TASK = "Deploy under the lock (apply, rollout wait, rollback on failure)"
 
 
 @pytest.fixture
@@ -101,6 +102,44 @@ def test_a_cluster_marked_as_another_environment_is_refused_before_any_change(
     marker = core.read_namespaced_config_map(MARKER, marker_ns)
     assert marker.data == {"environment": "staging"}
     assert marker.metadata.resource_version == version
+
+
+def test_the_role_alone_checks_the_identity_in_its_release_before_any_change(
+    core: client.CoreV1Api, marker_ns: str, app_ns: str
+) -> None:
+    """k8s_deploy run by itself (no deploy.yml preflight): its release task refuses, then claims, then matches."""
+
+    def role(environment: str, claim: bool = False) -> Any:
+        return run_playbook(
+            "tests/integration/targets/k8s_deploy/deploy.yml",
+            inventory="inventories/local",
+            json_output=True,
+            extra_vars={"k8s_deploy_namespace": app_ns, "k8s_deploy_instance": app_ns}
+            | _identity(marker_ns, environment, claim=claim),
+        )
+
+    version = _mark(core, marker_ns, "staging")
+    refused = role("local")
+    assert refused.rc != 0
+    assert f"is marked as environment 'staging' (ConfigMap {marker_ns}/{MARKER}), expected 'local'" in refused.output
+    assert "Nothing was changed" in refused.output
+    assert app_ns not in _namespaces(core)  # refused before the namespace, the lock or any object
+    assert core.read_namespaced_config_map(MARKER, marker_ns).metadata.resource_version == version
+
+    core.delete_namespaced_config_map(MARKER, marker_ns)
+    claimed = role("local", claim=True)
+    assert claimed.rc == 0, claimed.output[-3000:]
+    release = next(t["result"] for t in claimed.tasks if t["task"].endswith(RELEASE_TASK))
+    assert release["cluster"]["claimed"] is True
+    assert release["cluster"]["uid"] == core.read_namespace("kube-system").metadata.uid
+    assert core.read_namespaced_config_map(MARKER, marker_ns).data == {"environment": "local"}
+    assert app_ns in _namespaces(core)
+
+    again = role("local", claim=True)
+    assert again.rc == 0, again.output[-3000:]
+    assert sum(host["changed"] for host in again.stats.values()) == 0
+    release = next(t["result"] for t in again.tasks if t["task"].endswith(RELEASE_TASK))
+    assert release["cluster"]["claimed"] is False and release["changed"] is False
 
 
 def test_a_pinned_uid_that_differs_is_refused_naming_both(

@@ -49,6 +49,7 @@ def params(**own: Any) -> dict[str, Any]:
         "secrets": [],
         "resources": [],
         "prune_kinds": None,
+        "identity": None,
     }
     base.update(own)
     return base
@@ -63,6 +64,14 @@ def params(**own: Any) -> dict[str, Any]:
             "ConfigMap is not a Secret",
         ),
         ({"resources": [{"kind": "Deployment", "metadata": {"name": "d"}}]}, "apiVersion"),
+        (
+            {"identity": {"environment": "staging", "uid": "", "claim": False}},
+            "context must name the kubeconfig context of the environment's cluster; it is empty",
+        ),
+        (
+            {"context": "thinkus-staging", "identity": {"environment": " ", "uid": "", "claim": False}},
+            "identity.environment must name the environment the cluster is marked as; it is empty",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_request(own: dict[str, Any], expected: str) -> None:
