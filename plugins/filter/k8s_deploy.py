@@ -82,7 +82,7 @@ def image_references(services: Mapping[str, Any], built: Any, prefix: Any, tag: 
         repo = str(svc.get("image", name))
         repo = repo if ("/" in repo or not prefix) else f"{prefix}/{repo}"
         own_tag = str(svc.get("tag", tag))
-        has_ref = "@" in repo or ":" in repo.split("/")[-1]
+        has_ref = "@" in repo or ":" in repo.rsplit("/", maxsplit=1)[-1]
         references[name] = repo if (has_ref or not own_tag) else f"{repo}:{own_tag}"
     return references
 
