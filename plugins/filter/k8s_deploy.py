@@ -62,6 +62,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def field(value: Any, key: str, missing: str = "nothing") -> Any:
+    """``value[key]`` for a message: ``missing`` when value is not a mapping or has no such key."""
+    return value.get(key, missing) if isinstance(value, Mapping) else missing
+
+
 def truncate(text: str, length: int) -> str:
     """Jinja's truncate filter with its defaults (a word is not cut, 5 characters of leeway, '...')."""
     if len(text) <= length + 5:
@@ -180,8 +185,7 @@ def _probes_and_metrics(services: Mapping[str, Any]) -> list[str]:
                 and probe.get("period_seconds", 10) >= 1
             )
             if not ok:
-                path = probe.get("path", "nothing") if isinstance(probe, Mapping) else "nothing"
-                port = probe.get("port", "nothing") if isinstance(probe, Mapping) else "nothing"
+                path, port = field(probe, "path"), field(probe, "port")
                 out.append(
                     f"k8s_deploy_services['{name}'].{which}: path must start with '/' (got '{path}'), port one of the"
                     f" ports the container declares ({to_json(declared)}; got {to_json(port)}), initial_delay_seconds"
@@ -198,8 +202,7 @@ def _probes_and_metrics(services: Mapping[str, Any]) -> list[str]:
             )
         )
         if not ok:
-            port = metrics.get("port", "nothing") if isinstance(metrics, Mapping) else "nothing"
-            path = metrics.get("path", "nothing") if isinstance(metrics, Mapping) else "nothing"
+            port, path = field(metrics, "port"), field(metrics, "path")
             out.append(
                 f"k8s_deploy_services['{name}'].metrics must be {{}} or {{port, path}} with port one of the ports the"
                 f" container declares ({to_json(declared)}; got {to_json(port)}) and a path starting with '/'"
@@ -228,7 +231,7 @@ def _autoscalers(services: Mapping[str, Any]) -> list[str]:
             )
         if not ok:
             got = {
-                key: hpa.get(key, "none") if isinstance(hpa, Mapping) else "none"
+                key: field(hpa, key, "none")
                 for key in ("min_replicas", "max_replicas", "scale_down_stabilization_seconds")
             }
             out.append(
