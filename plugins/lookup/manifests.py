@@ -13,7 +13,7 @@ description:
     objects of every file in order; empty documents (a C(---) with nothing after it) are left out.
   - The same as C(lookup('ansible.builtin.template', file) | ansible.builtin.from_yaml_all | list), without one cost of
     it, which was most of the time a no-op deploy spent on its manifests (that lookup deep-copies every variable of
-    the host for each file, to add the C(template_*) variables). Here the variables are read in place, and the
+    the host for each file, to add the C(template_*) variables). Here the variables are read as they are, and the
     C(template_path), C(template_mtime) and C(ansible_managed) variables are not set.
   - Template files are found as for M(ansible.builtin.template) (the role's C(templates) directory first).
   - Use it with C(query) or C(wantlist=true); the result is a list of dictionaries.
@@ -43,7 +43,6 @@ _list:
   elements: dict
 """
 
-import collections
 import os
 
 import yaml
@@ -68,10 +67,8 @@ class LookupModule(LookupBase):
             searchpath = [os.path.dirname(path)]
             for base in variables.get("ansible_search_path", []):
                 searchpath += [os.path.join(base, "templates"), base]
-            # A layer of its own over the variables (a ChainMap), where the template lookup copies them all.
-            templar = self._templar.copy_with_new_env(
-                available_variables=collections.ChainMap({}, variables), searchpath=searchpath
-            )
+            # The variables as they are: nothing is added to them, so nothing needs the copy the template lookup makes.
+            templar = self._templar.copy_with_new_env(available_variables=variables, searchpath=searchpath)
             text = templar.template(source, escape_backslashes=False)
             try:
                 documents = list(yaml.load_all(str(text), Loader=Loader))

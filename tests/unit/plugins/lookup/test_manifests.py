@@ -23,7 +23,8 @@ def run(tmp_path: Path, files: dict[str, str], variables: dict[str, Any], *terms
         (tmp_path / "templates" / name).write_text(text)
     loader = DataLoader()
     lookup = LookupModule(loader=loader, templar=Templar(loader=loader))
-    return lookup.run(list(terms), variables={**variables, "ansible_search_path": [str(tmp_path)]})
+    variables["ansible_search_path"] = [str(tmp_path)]
+    return lookup.run(list(terms), variables=variables)
 
 
 def test_objects_of_every_file_in_order_without_empty_documents(tmp_path: Path) -> None:
@@ -31,7 +32,8 @@ def test_objects_of_every_file_in_order_without_empty_documents(tmp_path: Path) 
         "a.yml.j2": "---\n{% for n in names %}\n---\nkind: ConfigMap\nmetadata: {name: {{ n }}}\n{% endfor %}\n---\n",
         "b.yml.j2": "kind: Secret\nmetadata: {name: s}\ndata: {key: {{ value | b64encode }}}\n",
     }
-    variables = {"names": ["one", "two"], "value": "v"}
+    names = ["one", "two"]
+    variables: dict[str, Any] = {"names": names, "value": "v"}
     found = run(tmp_path, files, variables, "a.yml.j2", "b.yml.j2")
     assert [(o["kind"], o["metadata"]["name"]) for o in found] == [
         ("ConfigMap", "one"),
@@ -39,7 +41,9 @@ def test_objects_of_every_file_in_order_without_empty_documents(tmp_path: Path) 
         ("Secret", "s"),
     ]
     assert found[2]["data"] == {"key": "dg=="}
-    assert set(variables) == {"names", "value"}  # nothing added to the caller's variables
+    # the very dict the lookup was given: nothing added to it (no template_* variables), nothing changed
+    assert variables == {"names": ["one", "two"], "value": "v", "ansible_search_path": [str(tmp_path)]}
+    assert variables["names"] is names
 
 
 def test_variables_that_are_templates_are_rendered(tmp_path: Path) -> None:
