@@ -4,8 +4,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ansible_collections.thinkus.ops.plugins.plugin_utils._controller_module import ControllerModuleAction
 
 
 class ActionModule(ControllerModuleAction):
-    """thinkus.ops.k8s_release, in the controller when it can (see plugin_utils/_controller_module.py)."""
+    """thinkus.ops.k8s_release, in the controller when it can (see plugin_utils/_controller_module.py).
+
+    Names the Secrets the release changed (or would change), at every verbosity: a rotated
+    credential is worth a line in the log even when the task is only reported as changed.
+    Names only: the values are never in the result.
+    """
+
+    def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        secrets = result.get("secrets") or {}
+        names = [*(secrets.get("changed") or []), *(secrets.get("pruned") or [])]
+        if names and not self._task.no_log:
+            verb = "would change" if self._task.check_mode else "changed"
+            self._display.display(f"{self._task.get_name()}: Secrets {verb}: {', '.join(map(str, names))}")
+        return result

@@ -26,6 +26,8 @@ description:
     keeps trying for up to O(lock.lease_duration) seconds).
   - One task instead of six, so the fixed cost of a task (a worker process, templating its arguments, the
     connection settings) is paid once. The steps and their results are those of the three modules.
+  - The names of the Secrets that changed (or would, in check mode) are printed at every verbosity, never their
+    values, unless the task has C(no_log).
 author:
   - Thinkus platform team (@thinkus-ai)
 extends_documentation_fragment:
