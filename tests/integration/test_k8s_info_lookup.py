@@ -83,7 +83,7 @@ def test_the_lookup_returns_what_the_api_server_holds(tmp_path: Path, api: clien
     ("arguments", "message"),
     [
         pytest.param("'Service'", "takes options only", id="terms"),
-        pytest.param("namespace='default'", "kind", id="no-kind"),
+        pytest.param("namespace='default'", "Required config 'kind'", id="no-kind"),
         pytest.param(
             "kind='Service', kubeconfig='{kubeconfig}'",
             "127.0.0.1:1",
