@@ -328,11 +328,15 @@ def test_local_ca_certificate_is_served_and_trusted_for_every_host(core: client.
             }
             verified = converge(namespace, args=["--tags", "ingress_tls_verify"], **https_vars)
             assert verified.rc == 0, failure_excerpt(verified)
-            served = verified.task(ROLE + "Fetch the certificate each host serves")["results"]
-            assert [r["item"] for r in served] == HOSTS
+            checked = verified.task(ROLE + "Check the certificate chain and what each host serves")
+            assert checked["chain"][0] == cert.subject.rfc4514_string()
+            served = checked["hosts"]
+            assert [(r["host"], r["matches"]) for r in served] == [(h, True) for h in HOSTS]
             assert {r["serial_number"] for r in served} == {cert.serial_number}
-            redirects = verified.task(ROLE + "Check HTTP redirects to HTTPS")["results"]
-            assert [(r["status"], r["location"]) for r in redirects] == [(308, f"https://{h}/") for h in HOSTS]
+            assert {r["hsts"] for r in served} == {"max-age=31536000; includeSubDomains"}
+            assert [(r["redirect_status"], r["redirect_location"]) for r in served] == [
+                (308, f"https://{h}/") for h in HOSTS
+            ]
             assert changed_count(verified) == 0
         finally:
             nginx.stop()
@@ -352,8 +356,13 @@ def test_local_ca_certificate_is_served_and_trusted_for_every_host(core: client.
         finally:
             nginx.stop()
     assert refused.rc != 0
-    assert ROLE + "Fetch the certificate each host serves" in [t["task"] for t in refused.failed_tasks()]
-    assert "certificate verify failed" in str(refused.failed_tasks()[0]["result"])
+    assert [t["task"] for t in refused.failed_tasks()] == [
+        ROLE + "Check the certificate chain and what each host serves"
+    ]
+    message = refused.failed_tasks()[0]["result"]["msg"]
+    assert "certificate verify failed" in message
+    assert "issued by CN=Impostor CA" in message
+    assert f"not the certificate in {namespace}/{SECRET}" in message
 
 
 def test_certificate_is_renewed_near_expiry_or_on_new_hosts_and_kept_otherwise(
