@@ -328,6 +328,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
+from ansible_collections.thinkus.ops.plugins.module_utils._docker_engine import engine_client
 from ansible_collections.thinkus.ops.plugins.module_utils._image_build import (
     HAS_DOCKER_SDK,
     INJECTED_DOCKERFILE,
@@ -357,8 +358,6 @@ try:
     from docker.utils.build import create_archive
 except ImportError:  # pragma: no cover - reported by main()
     docker = None
-
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def argument_spec() -> dict[str, Any]:
@@ -400,11 +399,7 @@ class Engine:
     @property
     def api(self) -> Any:
         if self._client is None:
-            self._client = docker.APIClient(
-                base_url=self._params["docker_host"] or DEFAULT_DOCKER_HOST,
-                version="auto",
-                timeout=self._params["timeout"],
-            )
+            self._client = engine_client(self._params["docker_host"], self._params["timeout"])
         return self._client
 
     def image_id(self, ref: str) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -178,3 +180,57 @@ def test_the_controller_path_matches_the_module_path(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(client.exceptions.ApiException):
             client.CoreV1Api(api).delete_namespace(namespace)
+
+
+ENGINE_PLAYBOOK = """---
+- name: The Docker engine, asked in the controller and as a module
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Ask in the controller
+      thinkus.ops.docker_engine_info:
+      register: in_controller
+
+    - name: Ask as a module
+      thinkus.ops.docker_engine_info:
+      environment: {THINKUS_TEST_MODULE_PATH: "1"}
+      register: as_module
+
+    - name: Ask an address where no engine listens
+      thinkus.ops.docker_engine_info:
+        docker_host: "unix://{{ missing_socket }}"
+        timeout: 2
+      register: missing
+      ignore_errors: true
+
+    - name: Keep the results
+      ansible.builtin.copy:
+        content: "{{ {'in_controller': in_controller, 'as_module': as_module, 'missing': missing} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+def test_docker_engine_info_reports_the_engine_both_ways(tmp_path: Path) -> None:
+    expected = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    playbook = tmp_path / "engine.yml"
+    playbook.write_text(ENGINE_PLAYBOOK)
+    out = tmp_path / "out.json"
+    missing_socket = tmp_path / "no-engine.sock"
+    result = run_playbook(str(playbook), extra_vars={"out": str(out), "missing_socket": str(missing_socket)})
+    assert result.rc == 0, result.output[-3000:]
+    results = json.loads(out.read_text())
+    for path in ("in_controller", "as_module"):
+        answer = results[path]
+        assert answer["changed"] is False
+        assert [answer["version"], answer["api_version"]] == expected, path
+        assert answer["docker_host"] == (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+        assert answer["os"] == "linux"
+    missing = results["missing"]
+    assert missing["failed"] is True
+    assert missing["msg"].startswith(f"The Docker engine at unix://{missing_socket} does not answer: ")
