@@ -43,12 +43,12 @@ _list:
   elements: dict
 """
 
-import os
-
 import yaml
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 from ansible.template import trust_as_template
+
+from ansible_collections.thinkus.ops.plugins.plugin_utils._template_files import find_template
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -60,13 +60,8 @@ class LookupModule(LookupBase):
         variables = variables or {}
         objects = []
         for term in terms:
-            path = self.find_file_in_search_path(variables, "templates", term)
-            if not path:
-                raise AnsibleError(f"the template file {term} could not be found for the lookup")
+            path, searchpath = find_template(self, variables, term)
             source = trust_as_template(self._loader.get_text_file_contents(path))
-            searchpath = [os.path.dirname(path)]
-            for base in variables.get("ansible_search_path", []):
-                searchpath += [os.path.join(base, "templates"), base]
             # The variables as they are: nothing is added to them, so nothing needs the copy the template lookup makes.
             templar = self._templar.copy_with_new_env(available_variables=variables, searchpath=searchpath)
             text = templar.template(source, escape_backslashes=False)

@@ -496,6 +496,39 @@ def test_preflight_refuses_bad_input_before_changing_anything(
     )
 
 
+PREFLIGHT_THREE_TIMES = """---
+- name: The ingress_tls preflight three times in one run, as deploy.yml's preflight and ingress stages run it
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: First pass
+      ansible.builtin.include_role: {name: thinkus.ops.ingress_tls, tasks_from: preflight}
+    - name: Second pass, the same inputs
+      ansible.builtin.include_role: {name: thinkus.ops.ingress_tls, tasks_from: preflight}
+    - name: An input changes
+      ansible.builtin.set_fact:
+        ingress_tls_extra_hosts: [Not_A_Host.thinkus.test]
+    - name: Third pass, another input
+      ansible.builtin.include_role: {name: thinkus.ops.ingress_tls, tasks_from: preflight}
+"""
+
+
+def test_preflight_checks_the_variables_once_per_run_for_the_same_inputs(namespace: str, tmp_path: Path) -> None:
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(PREFLIGHT_THREE_TIMES)
+    # Not ingress_tls_extra_hosts: an extra var would win over the play's set_fact.
+    extra_vars = {**LOCAL_CA, "ingress_tls_namespace": namespace}
+    result = run_playbook(str(playbook), inventory=INVENTORY, extra_vars=extra_vars, json_output=True)
+    assert result.rc != 0
+    includes = [t["result"] for t in result.tasks if t["task"] == ROLE + "Check the variables"]
+    assert [bool(r.get("skipped")) for r in includes] == [False, True, False]
+    host_checks = [t["result"] for t in result.tasks if t["task"] == ROLE + "Check the host names"]
+    assert [bool(r.get("failed")) for r in host_checks] == [False, True]
+    assert "Not_A_Host.thinkus.test" in host_checks[-1]["msg"]
+    # The cluster reads ran in every pass.
+    assert len([t for t in result.tasks if t["task"] == ROLE + "Look up the TLS Secret"]) == 3
+
+
 def test_check_mode_previews_a_first_run_without_writing(core: client.CoreV1Api, namespace: str) -> None:
     result = converge(namespace, args=["--check", "--diff"])
     assert result.rc == 0, failure_excerpt(result)
