@@ -222,7 +222,15 @@ def test_docker_engine_info_reports_the_engine_both_ways(tmp_path: Path) -> None
     playbook.write_text(ENGINE_PLAYBOOK)
     out = tmp_path / "out.json"
     missing_socket = tmp_path / "no-engine.sock"
-    result = run_playbook(str(playbook), extra_vars={"out": str(out), "missing_socket": str(missing_socket)})
+    result = run_playbook(
+        str(playbook),
+        extra_vars={
+            "out": str(out),
+            "missing_socket": str(missing_socket),
+            "ansible_connection": "local",
+            "ansible_python_interpreter": str(REPO_ROOT / ".venv" / "bin" / "python"),
+        },
+    )
     assert result.rc == 0, result.output[-3000:]
     results = json.loads(out.read_text())
     for path in ("in_controller", "as_module"):
