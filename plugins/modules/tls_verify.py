@@ -216,9 +216,15 @@ def _roots(module: Any) -> tuple[list[Any], str]:
         if not roots:
             module.fail_json(msg="ca_pem must be PEM text holding at least one certificate")
         return roots, "the expected CA (" + ", ".join(tls.describe(r) for r in roots) + ")"
-    store = p["trust_store"] or ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().capath
+    defaults = ssl.get_default_verify_paths()
+    store = p["trust_store"] or defaults.cafile or defaults.capath
+    if not store:
+        module.fail_json(
+            msg="trust_store: this Python has no default trust store; set trust_store (a PEM file or a directory) "
+            "or ca_pem"
+        )
     try:
-        roots = tls.load_trust_store(store or "")
+        roots = tls.load_trust_store(store)
     except OSError as error:
         module.fail_json(msg=f"trust_store must be a readable PEM file or directory, got {store!r}: {error}")
     return roots, f"a CA of the trust store {store}"

@@ -408,3 +408,11 @@ def test_hsts_parsing() -> None:
     assert tls.hsts_max_age('includeSubDomains; Max-Age="600"') == 600
     assert tls.hsts_max_age("includeSubDomains") is None
     assert tls.hsts_max_age(None) is None
+
+
+def test_no_trust_store_at_all_is_a_clear_refusal(pki: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    nowhere = ssl.DefaultVerifyPaths(None, None, "", "", "", "")
+    monkeypatch.setattr(tls_verify.ssl, "get_default_verify_paths", lambda: nowhere)
+    result = run(certificate=bundle(pki), ca_pem="")
+    assert result["failed"] is True
+    assert result["msg"].startswith("trust_store: this Python has no default trust store; set trust_store")
