@@ -13,6 +13,7 @@ written to .local/endpoints.yml; credentials stay in .local/credentials.yml (060
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import threading
@@ -23,48 +24,41 @@ from types import ModuleType
 
 import yaml
 
-from . import (
-    acme,
-    alertmanager,
-    docker,
-    images,
-    ingress,
-    k8s,
-    metrics,
-    node,
-    postgres,
-    prometheus,
-    redis,
-    registry,
-    s3,
-    vercel,
-)
 from ._proc import Context, LocalEnvError, say
 
-COMPONENTS: list[ModuleType] = [
-    docker,
-    images,
-    registry,
-    postgres,
-    redis,
-    s3,
-    alertmanager,
-    prometheus,
-    vercel,
-    k8s,
-    node,
-    metrics,
-    ingress,
-    acme,
-]
-BY_NAME = {m.NAME: m for m in COMPONENTS}
+# The components in start order. Imported when a command needs them: `where` (the last step of
+# every `make demo`) reads two files and should not pay for boto3, psycopg2 and cryptography.
+COMPONENT_NAMES = (
+    "docker",
+    "images",
+    "registry",
+    "postgres",
+    "redis",
+    "s3",
+    "alertmanager",
+    "prometheus",
+    "vercel",
+    "k8s",
+    "node",
+    "metrics",
+    "ingress",
+    "acme",
+)
+
+
+def _component(name: str) -> ModuleType:
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def _components() -> list[ModuleType]:
+    return [_component(name) for name in COMPONENT_NAMES]
 
 
 def _select(names: list[str]) -> list[ModuleType]:
-    unknown = [n for n in names if n not in BY_NAME]
+    unknown = [n for n in names if n not in COMPONENT_NAMES]
     if unknown:
-        raise LocalEnvError(f"unknown component(s): {', '.join(unknown)} (known: {', '.join(BY_NAME)})")
-    return [m for m in COMPONENTS if not names or m.NAME in names]
+        raise LocalEnvError(f"unknown component(s): {', '.join(unknown)} (known: {', '.join(COMPONENT_NAMES)})")
+    return [m for m in _components() if not names or m.NAME in names]
 
 
 class Prebuild:
@@ -99,6 +93,7 @@ class Prebuild:
 
     @classmethod
     def start(cls, ctx: Context, selected: list[ModuleType]) -> Prebuild | None:
+        k8s, node, metrics, ingress, acme = (_component(n) for n in ("k8s", "node", "metrics", "ingress", "acme"))
         if k8s.external_kubeconfig(ctx):
             return None  # a cluster of the user's own: nothing to build
         builds = [(comp, comp.build) for comp in (node, metrics, ingress, acme) if comp in selected]
@@ -134,7 +129,7 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
     prebuild = Prebuild.start(ctx, selected)
     took: dict[str, float] = {}
     for comp in selected:
-        if comp in (k8s, node, metrics, ingress, acme) and prebuild:
+        if comp.NAME in ("k8s", "node", "metrics", "ingress", "acme") and prebuild:
             waited = time.monotonic()
             prebuild.join(comp)
             waited = time.monotonic() - waited
@@ -178,6 +173,7 @@ def cmd_down(ctx: Context, names: list[str], session: Path | None = None) -> Non
 def cmd_reset(ctx: Context) -> None:
     """An empty cluster (nothing of ours in it), the rest of the environment as it is."""
     t0 = time.monotonic()
+    k8s, node, metrics, ingress, acme = (_component(n) for n in ("k8s", "node", "metrics", "ingress", "acme"))
     # The kubelet registers its Node once, at start: it goes down and up with the cluster.
     node.down(ctx)
     k8s.reset(ctx)

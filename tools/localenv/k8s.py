@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import http.client
 import ipaddress
 import json
 import os
@@ -22,6 +23,7 @@ import re
 import shutil
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -572,6 +574,56 @@ def _get(url: str, context: ssl.SSLContext, timeout: float = 3.0) -> tuple[int, 
         return err.code, err.read()
 
 
+class _AdminConnection(threading.local):
+    """A kept-alive HTTPS connection to our API server as the local admin, one per thread.
+
+    A no-op ``make local-up`` applies about thirty objects; a TLS handshake and a fresh SSL
+    context (the key and certificates read again) per request were most of that step's time.
+    The context is rebuilt when the PKI files change (``ensure_pki`` renews them), and a
+    connection the server closed between requests is opened again once."""
+
+    conn: http.client.HTTPSConnection | None = None
+    key: tuple[object, ...] = ()
+
+    def request(
+        self, ctx: Context, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        pki = pki_dir(ctx)
+        key = tuple((f, (pki / f).stat().st_mtime_ns) for f in ("ca.crt", "admin.crt", "admin.key"))
+        if self.conn is not None and key != self.key:
+            self.close()
+        for attempt in range(2):
+            reused = self.conn is not None
+            if self.conn is None:
+                self.conn = http.client.HTTPSConnection(HOST, APISERVER_PORT, context=_tls(ctx), timeout=10)
+                self.key = key
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                return resp.status, resp.read()
+            except (
+                http.client.RemoteDisconnected,
+                http.client.CannotSendRequest,
+                BrokenPipeError,
+                ConnectionResetError,
+            ):
+                self.close()
+                if attempt or not reused:
+                    raise
+            except BaseException:
+                self.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+
+_ADMIN = _AdminConnection()
+
+
 def api(
     ctx: Context,
     method: str,
@@ -581,28 +633,22 @@ def api(
 ) -> tuple[int, dict[str, Any]]:
     """One call to our API server as the local admin; returns (status, decoded JSON)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(SERVER + path, data=data, method=method, headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, context=_tls(ctx), timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+    status, raw = _ADMIN.request(ctx, method, path, data, {"Content-Type": content_type})
+    return status, json.loads(raw or b"{}")
 
 
 def apply(ctx: Context, path: str, body: dict[str, Any], component: str = NAME) -> None:
     """Server-side apply ``body`` at ``path`` (the object's own URL) as the field manager thinkus-local."""
-    request = urllib.request.Request(
-        f"{SERVER}{path}?fieldManager=thinkus-local&force=true",
-        data=json.dumps(body).encode(),
-        method="PATCH",
-        headers={"Content-Type": "application/apply-patch+yaml"},
+    status, raw = _ADMIN.request(
+        ctx,
+        "PATCH",
+        f"{path}?fieldManager=thinkus-local&force=true",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/apply-patch+yaml"},
     )
-    try:
-        with urllib.request.urlopen(request, context=_tls(ctx), timeout=10):
-            return
-    except urllib.error.HTTPError as err:
-        why = json.loads(err.read() or b"{}").get("message")
-        raise LocalEnvError(f"{component}: applying {body['kind']} {path} failed ({err.code}): {why}") from err
+    if status >= 400:
+        why = json.loads(raw or b"{}").get("message")
+        raise LocalEnvError(f"{component}: applying {body['kind']} {path} failed ({status}): {why}")
 
 
 def rbac(kind: str, name: str, **spec: Any) -> tuple[str, dict[str, Any]]:

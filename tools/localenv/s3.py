@@ -7,6 +7,7 @@ they live as long as the process, which suits a test environment.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -31,7 +32,9 @@ def endpoint() -> str:
     return f"http://{HOST}:{PORT}"
 
 
+@functools.lru_cache(maxsize=4)
 def client(access_key: str, secret_key: str):
+    """An S3 client of the store; one per key pair and process (a client costs about 0.1 s to make)."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint(),
@@ -60,13 +63,14 @@ def _bootstrap(ctx: Context) -> None:
     _secrets.put(ctx, "s3_secret_key", key["SecretAccessKey"])
 
 
-def _works(ctx: Context) -> bool:
+def _buckets(ctx: Context) -> set[str] | None:
+    """The buckets our key pair lists; None when the store refuses it (or there is none yet)."""
     creds = _secrets.load(ctx)
     try:
-        client(creds["s3_access_key"], creds["s3_secret_key"]).list_buckets()
+        listed = client(creds["s3_access_key"], creds["s3_secret_key"]).list_buckets()
     except (KeyError, botocore.exceptions.ClientError):
-        return False
-    return True
+        return None
+    return {b["Name"] for b in listed.get("Buckets", [])}
 
 
 def up(ctx: Context) -> dict[str, str]:
@@ -79,13 +83,15 @@ def up(ctx: Context) -> dict[str, str]:
         ports=[PORT],
     )
     wait_for(ctx, NAME, _ping, timeout=30)
-    if fresh or not _works(ctx):
+    existing = None if fresh else _buckets(ctx)
+    if existing is None:
         _bootstrap(ctx)
-    creds = _secrets.load(ctx)
-    s3 = client(creds["s3_access_key"], creds["s3_secret_key"])
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        existing = _buckets(ctx)
+        if existing is None:
+            raise LocalEnvError(f"s3: the key pair made at {endpoint()} is refused; see {ctx.log_path(NAME)}")
     if BUCKET not in existing:
-        s3.create_bucket(Bucket=BUCKET)
+        creds = _secrets.load(ctx)
+        client(creds["s3_access_key"], creds["s3_secret_key"]).create_bucket(Bucket=BUCKET)
     return {"s3_endpoint": endpoint(), "s3_bucket": BUCKET, "s3_region": REGION}
 
 
@@ -96,7 +102,7 @@ def _ping() -> bool:
 
 def status(ctx: Context) -> tuple[bool, str]:
     try:
-        ok = _works(ctx)
+        ok = _buckets(ctx) is not None
     except Exception:
         ok = False
     return ok, f"{endpoint()} bucket {BUCKET}"
