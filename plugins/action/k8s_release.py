@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.errors import AnsibleValueOmittedError
+
 from ansible_collections.thinkus.ops.plugins.plugin_utils._controller_module import ControllerModuleAction
 
 
@@ -17,7 +19,28 @@ class ActionModule(ControllerModuleAction):
     Names only: the values are never in the result.
     """
 
+    # Templated in run(), after the preflight_problems check: a role's templates for them may not
+    # render at all from the inputs its checks refuse (nor its secret variables be defined), and the
+    # check's message is the one to give.
+    _AFTER_THE_CHECK = frozenset(("secrets", "resources", "redact"))
+
+    @classmethod
+    def finalize_task_arg(cls, name: str, value: Any, templar: Any, context: Any) -> Any:
+        if name in cls._AFTER_THE_CHECK:
+            return value
+        return super().finalize_task_arg(name, value, templar, context)
+
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        problems = self._task.args.get("preflight_problems") or []
+        if problems and isinstance(problems, list):
+            return {"failed": True, "changed": False, "msg": "; ".join(map(str, problems))}
+        args = dict(self._task.args)
+        for name in self._AFTER_THE_CHECK & set(args):
+            try:
+                args[name] = self._templar.template(args[name])
+            except AnsibleValueOmittedError:
+                del args[name]  # as Ansible's own templating of task arguments drops an omitted one
+        self._task.args = args
         result = super().run(tmp, task_vars)
         secrets = result.get("secrets") or {}
         names = [*(secrets.get("changed") or []), *(secrets.get("pruned") or [])]

@@ -174,6 +174,16 @@ options:
     type: list
     elements: str
     default: []
+  preflight_problems:
+    description:
+      - What the caller's own checks of its inputs found, one sentence each (the k8s_deploy role passes its
+        preflight filter's result). When not empty, the module fails with them, joined by C(; ), before it
+        reads or changes anything.
+      - The action plugin templates O(secrets), O(resources) and O(redact) only after this check, so an input
+        the checks refuse never reaches the templates that render them (ansible-core 2.19 and later).
+    type: list
+    elements: str
+    default: []
 seealso:
   - module: thinkus.ops.k8s_apply
   - module: thinkus.ops.k8s_lease
@@ -535,6 +545,7 @@ def module_args() -> dict[str, Any]:
         rollback=dict(type="bool", default=True),
         rollback_field_manager=dict(type="str", default="thinkus-ops-rollback"),
         redact=dict(type="list", elements="str", default=[], no_log=True),
+        preflight_problems=dict(type="list", elements="str", default=[]),
     )
     return dict(
         argument_spec=argument_spec,
@@ -546,6 +557,8 @@ def module_args() -> dict[str, Any]:
 def run_module(module: Any) -> None:
     """The module's work, on an AnsibleModule or the action plugin's stand-in for one."""
     p = module.params
+    if p["preflight_problems"]:
+        module.fail_json(msg="; ".join(p["preflight_problems"]))
     mask_secret_values(module)
     if p["lock"]["lease_duration"] < 1:
         module.fail_json(msg=f"lock.lease_duration must be at least 1 second, got {p['lock']['lease_duration']}")

@@ -242,3 +242,71 @@ def test_docker_engine_info_reports_the_engine_both_ways(tmp_path: Path) -> None
     missing = results["missing"]
     assert missing["failed"] is True
     assert missing["msg"].startswith(f"The Docker engine at unix://{missing_socket} does not answer: ")
+
+
+RELEASE_CHECKS_PLAYBOOK = """---
+- name: k8s_release refuses what the caller's checks found before it renders or reads anything
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Problems found, and workloads that cannot render (an undefined variable)
+      thinkus.ops.k8s_release:
+        kubeconfig: "{{ kubeconfig }}"
+        preflight_problems: ["k8s_deploy_namespace (Bad) must be a DNS label", "and a second one"]
+        namespace: "{{ release_namespace }}"
+        lock: {name: thinkus-deploy}
+        secrets: "{{ never_defined_secrets }}"
+        resources: "{{ never_defined_resources }}"
+        redact: "{{ [never_defined_password] }}"
+      environment: "{{ module_environment }}"
+      register: refused
+      ignore_errors: true
+
+    - name: No problems, the same undefined workloads
+      thinkus.ops.k8s_release:
+        kubeconfig: "{{ kubeconfig }}"
+        preflight_problems: []
+        namespace: "{{ release_namespace }}"
+        lock: {name: thinkus-deploy}
+        resources: "{{ never_defined_resources }}"
+      environment: "{{ module_environment }}"
+      register: rendered
+      ignore_errors: true
+
+    - name: Keep the results
+      ansible.builtin.copy:
+        content: "{{ {'refused': refused, 'rendered': rendered} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+@pytest.mark.parametrize("module_environment", [{}, {"THINKUS_TEST_MODULE_PATH": "1"}], ids=["controller", "module"])
+def test_k8s_release_refuses_the_callers_problems_before_rendering_its_inputs(
+    tmp_path: Path, module_environment: dict[str, str]
+) -> None:
+    namespace = f"thinkus-test-release-checks-{uuid.uuid4().hex[:6]}"
+    playbook = tmp_path / "release.yml"
+    playbook.write_text(RELEASE_CHECKS_PLAYBOOK)
+    out = tmp_path / "out.json"
+    extra_vars = {
+        "out": str(out),
+        "kubeconfig": str(KUBECONFIG),
+        "release_namespace": namespace,
+        "module_environment": module_environment,
+        "ansible_connection": "local",
+        "ansible_python_interpreter": str(REPO_ROOT / ".venv" / "bin" / "python"),
+    }
+    result = run_playbook(str(playbook), extra_vars=extra_vars)
+    assert result.rc == 0, result.output[-3000:]
+    results = json.loads(out.read_text())
+    refused = results["refused"]
+    assert refused["failed"] is True
+    assert refused["msg"] == "k8s_deploy_namespace (Bad) must be a DNS label; and a second one"
+    # Without problems, the workloads are rendered, and their undefined variable is the failure.
+    rendered = results["rendered"]
+    assert rendered["failed"] is True
+    assert "never_defined_resources" in rendered["msg"]
+    config.load_kube_config(config_file=str(KUBECONFIG))
+    names = [ns.metadata.name for ns in client.CoreV1Api().list_namespace().items]
+    assert namespace not in names  # nothing was read or changed

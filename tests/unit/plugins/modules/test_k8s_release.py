@@ -50,6 +50,7 @@ def params(**own: Any) -> dict[str, Any]:
         "resources": [],
         "prune_kinds": None,
         "identity": None,
+        "preflight_problems": [],
     }
     base.update(own)
     return base
@@ -71,6 +72,14 @@ def params(**own: Any) -> dict[str, Any]:
         (
             {"context": "thinkus-staging", "identity": {"environment": " ", "uid": "", "claim": False}},
             "identity.environment must name the environment the cluster is marked as; it is empty",
+        ),
+        (
+            # the caller's own checks come first, before the module's: both problems are present here
+            {
+                "preflight_problems": ["k8s_deploy_namespace (Bad) must be a DNS label", "and another"],
+                "resources": [{}],
+            },
+            "k8s_deploy_namespace (Bad) must be a DNS label; and another",
         ),
     ],
 )
