@@ -158,7 +158,10 @@ def apply_all(
     keeper: LeaseKeeper | None = None,
     refs: list[ObjectRef] | None = None,
     pending: set[tuple[str, str]] | None = None,
+    answers: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Apply each object in order; ``answers``, when given, gets the server's answer to each Deployment's
+    apply by name (its status included), for a rollout check that need not read it again."""
     params = module.params
     check = module.check_mode
     resources = [secret_as_data(dict(r)) for r in params["resources"]]
@@ -211,6 +214,8 @@ def apply_all(
                     after = manifest
                 else:
                     raise K8sError(f"{ref}: {exc}", status=exc.status, reason=exc.reason) from None
+        if answers is not None and ref.kind == "Deployment" and not check:
+            answers[ref.name] = after
         before_n, after_n = normalize(live), normalize(after)
         entry["changed"] = before_n != after_n
         if ref.kind == "Deployment":
@@ -467,7 +472,13 @@ class Rollout:
         return entry
 
 
-def rolled_out(module: Any, rollout: Rollout) -> dict[str, Any]:
+def rolled_out(module: Any, rollout: Rollout, answers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Wait for the Deployments; roll back what this deploy changed when one does not make it.
+
+    ``answers``: the server's answers to this run's apply of some of them (apply_all). One whose answer
+    already shows it rolled out (its observedGeneration at its generation, every replica updated and
+    available) is not waited for: the apply left its pod template as it was, and nothing rolls.
+    """
     names: list[str] = module.params["deployments"]
     timeout = module.params["timeout"]
     targets = {str(k): v for k, v in (module.params["rollback_revisions"] or {}).items()}
@@ -489,7 +500,13 @@ def rolled_out(module: Any, rollout: Rollout) -> dict[str, Any]:
             )
         return {"changed": False, "deployments": entries}
 
-    state = rollout.wait(names, timeout)
+    done = {}
+    for name, obj in (answers or {}).items():
+        progress = deployment_progress(obj)
+        if name in names and progress.done:
+            done[name] = (obj, progress)
+    waited = rollout.wait([n for n in names if n not in done], timeout) if len(done) < len(names) else {}
+    state = {name: done.get(name) or waited[name] for name in names}
     failed = {n: (o, p) for n, (o, p) in state.items() if not p.done}
     entries = {
         n: {"name": n, "status": "rolled_out", "message": p.message, "revision": revision_of(o)}

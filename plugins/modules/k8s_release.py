@@ -452,7 +452,8 @@ def release_run(module: Any, client: K8sClient, refs: Refs, result: dict[str, An
         }
         result["changed"] = result["changed"] or secrets["changed"]
         own = apply_params(module, p["resources"], p["prune"], p["prune_kinds"])
-        workloads = apply_all(step(module, **own), client, keeper, *refs["resources"])
+        answers: dict[str, dict[str, Any]] = {}
+        workloads = apply_all(step(module, **own), client, keeper, *refs["resources"], answers=answers)
         result["diff"].extend(workloads.pop("diff", []))
         result["workloads"] = workloads
         result["changed"] = result["changed"] or workloads["changed"]
@@ -473,7 +474,9 @@ def release_run(module: Any, client: K8sClient, refs: Refs, result: dict[str, An
             poll_interval=p["rollout_poll_interval"],
         )
         try:
-            rolled = rolled_out(wait, Rollout(wait, client, keeper))
+            # A Deployment whose apply answer shows it rolled out is not read again (its generation
+            # did not change, so nothing rolls); the others are waited for.
+            rolled = rolled_out(wait, Rollout(wait, client, keeper), answers)
         except StepFailed as failed:
             result["deployments"] = failed.result.get("deployments", [])
             result["changed"] = result["changed"] or bool(failed.result.get("changed"))

@@ -580,7 +580,8 @@ class _AdminConnection(threading.local):
     A no-op ``make local-up`` applies about thirty objects; a TLS handshake and a fresh SSL
     context (the key and certificates read again) per request were most of that step's time.
     The context is rebuilt when the PKI files change (``ensure_pki`` renews them), and a
-    connection the server closed between requests is opened again once."""
+    request on a kept connection that fails (the server closed it between requests) is sent once
+    more on a new one."""
 
     conn: http.client.HTTPSConnection | None = None
     key: tuple[object, ...] = ()
@@ -601,12 +602,9 @@ class _AdminConnection(threading.local):
                 self.conn.request(method, path, body=data, headers=headers)
                 resp = self.conn.getresponse()
                 return resp.status, resp.read()
-            except (
-                http.client.RemoteDisconnected,
-                http.client.CannotSendRequest,
-                BrokenPipeError,
-                ConnectionResetError,
-            ):
+            except (http.client.HTTPException, OSError):
+                # A kept connection the server closed (it restarted, or timed it out) fails in one of
+                # several ways (reset, EOF in TLS, an empty status line): once more on a new one.
                 self.close()
                 if attempt or not reused:
                     raise

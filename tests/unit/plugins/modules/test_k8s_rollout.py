@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s import K8sError, K8sUnreachable, is_transient
+from ansible_collections.thinkus.ops.plugins.module_utils._k8s_steps import rolled_out as rolled_out_step
 from ansible_collections.thinkus.ops.plugins.modules.k8s_rollout import Rollout
 
 
@@ -74,3 +75,39 @@ def test_a_refusal_is_not_retried() -> None:
     assert client.calls == 1
     assert not is_transient(forbidden)
     assert not is_transient(K8sError("Deployment thinkus/api does not exist"))
+
+
+class WaitModule(FakeModule):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.params.update(deployments=names, timeout=10, rollback_revisions={})
+
+
+def named(name: str, **status: int) -> dict[str, Any]:
+    obj = rolled_out()
+    obj["metadata"]["name"] = name
+    obj["status"].update(status)
+    return obj
+
+
+def test_a_deployment_whose_apply_answer_shows_it_rolled_out_is_not_read_again() -> None:
+    module = WaitModule(["api", "worker", "engine"])
+    client = FlakyClient([named("engine")])
+    answers = {
+        "api": named("api"),
+        "worker": named("worker", observedGeneration=2),  # a new generation: it rolls, and is waited for
+        "engine": named("engine", availableReplicas=1),  # not all available: waited for
+        "other": named("other"),  # not one of the Deployments waited for
+    }
+    result = rolled_out_step(module, Rollout(module, client), answers)  # type: ignore[arg-type]
+    assert [d["name"] for d in result["deployments"]] == ["api", "worker", "engine"]
+    assert {d["status"] for d in result["deployments"]} == {"rolled_out"}
+    assert client.calls == 2  # worker and engine, read once each; api not at all
+
+
+def test_without_answers_every_deployment_is_read() -> None:
+    module = WaitModule(["api", "worker"])
+    client = FlakyClient([rolled_out()])
+    result = rolled_out_step(module, Rollout(module, client))  # type: ignore[arg-type]
+    assert [d["status"] for d in result["deployments"]] == ["rolled_out", "rolled_out"]
+    assert client.calls == 2
