@@ -25,6 +25,7 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+$")
 BODY_SIZE = re.compile(r"[0-9]+[kKmMgG]?$")
 ACME_SERVER = re.compile(r"https://[^\s]+$")
 CHART_VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
+ABSOLUTE_PATH = re.compile("/")
 PATH_TYPES = ("Prefix", "Exact", "ImplementationSpecific")
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
@@ -103,7 +104,7 @@ def _paths(values: Mapping[str, Any]) -> list[str]:
             return False
         port = _to_int(item.get("port", values["ingress_tls_backend_port"]))
         return (
-            _matches(re.compile("/"), item["path"])
+            _matches(ABSOLUTE_PATH, item["path"])
             and item.get("path_type", "Prefix") in PATH_TYPES
             and _matches(LABEL, item.get("service", values["ingress_tls_backend_service"]))
             and 0 < port <= 65535

@@ -26,9 +26,10 @@ import yaml
 
 from ._proc import Context, LocalEnvError, say
 
-# The components in start order. Imported when a command needs them: `where` (the last step of
-# every `make demo`) reads two files and should not pay for boto3, psycopg2 and cryptography.
-COMPONENT_NAMES = (
+# The components' modules in start order (each module's NAME is what commands take). Imported when
+# a command needs them: `where` (the last step of every `make demo`) reads two files and should not
+# pay for boto3, psycopg2 and cryptography.
+COMPONENT_MODULES = (
     "docker",
     "images",
     "registry",
@@ -51,14 +52,21 @@ def _component(name: str) -> ModuleType:
 
 
 def _components() -> list[ModuleType]:
-    return [_component(name) for name in COMPONENT_NAMES]
+    return [_component(module) for module in COMPONENT_MODULES]
+
+
+def _built_in_go() -> tuple[ModuleType, ...]:
+    """Kubernetes, the node, the cluster metrics, the ingress controller and ACME: Prebuild's builds."""
+    return tuple(_component(module) for module in ("k8s", "node", "metrics", "ingress", "acme"))
 
 
 def _select(names: list[str]) -> list[ModuleType]:
-    unknown = [n for n in names if n not in COMPONENT_NAMES]
+    components = _components()
+    known = [m.NAME for m in components]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise LocalEnvError(f"unknown component(s): {', '.join(unknown)} (known: {', '.join(COMPONENT_NAMES)})")
-    return [m for m in _components() if not names or m.NAME in names]
+        raise LocalEnvError(f"unknown component(s): {', '.join(unknown)} (known: {', '.join(known)})")
+    return [m for m in components if not names or m.NAME in names]
 
 
 class Prebuild:
@@ -93,7 +101,7 @@ class Prebuild:
 
     @classmethod
     def start(cls, ctx: Context, selected: list[ModuleType]) -> Prebuild | None:
-        k8s, node, metrics, ingress, acme = (_component(n) for n in ("k8s", "node", "metrics", "ingress", "acme"))
+        k8s, node, metrics, ingress, acme = _built_in_go()
         if k8s.external_kubeconfig(ctx):
             return None  # a cluster of the user's own: nothing to build
         builds = [(comp, comp.build) for comp in (node, metrics, ingress, acme) if comp in selected]
@@ -128,8 +136,9 @@ def cmd_up(ctx: Context, names: list[str], session: Path | None = None) -> None:
     selected = _select(names)
     prebuild = Prebuild.start(ctx, selected)
     took: dict[str, float] = {}
+    built_in_go = _built_in_go()
     for comp in selected:
-        if comp.NAME in ("k8s", "node", "metrics", "ingress", "acme") and prebuild:
+        if comp in built_in_go and prebuild:
             waited = time.monotonic()
             prebuild.join(comp)
             waited = time.monotonic() - waited
@@ -173,7 +182,7 @@ def cmd_down(ctx: Context, names: list[str], session: Path | None = None) -> Non
 def cmd_reset(ctx: Context) -> None:
     """An empty cluster (nothing of ours in it), the rest of the environment as it is."""
     t0 = time.monotonic()
-    k8s, node, metrics, ingress, acme = (_component(n) for n in ("k8s", "node", "metrics", "ingress", "acme"))
+    k8s, node, metrics, ingress, acme = _built_in_go()
     # The kubelet registers its Node once, at start: it goes down and up with the cluster.
     node.down(ctx)
     k8s.reset(ctx)
