@@ -18,11 +18,13 @@ import getpass
 import secrets
 import socket
 import time
+from collections import Counter
 from typing import Any
 
 from ansible_collections.thinkus.ops.plugins.module_utils._k8s import (
     K8sClient,
     K8sError,
+    K8sUnreachable,
     ObjectRef,
     Resource,
     UnknownKind,
@@ -152,6 +154,42 @@ def prune_resources(client: K8sClient, params: dict[str, Any], refs: list[Object
     return resources
 
 
+def read_before(
+    client: K8sClient, refs: list[ObjectRef], pending: set[tuple[str, str]], selector: str | None
+) -> dict[ObjectRef, dict[str, Any]]:
+    """The live objects of ``refs``, read with one list per kind and namespace where two or more share one.
+
+    The list asks for ``selector`` (the set's own labels, its prune selector): a namespace's other
+    objects of the kind are not read. An object the list does not return (new, or without those
+    labels) is read on its own by the caller, as is every object when there is no selector, or
+    when the server refuses the list (a role allowed to get but not to list).
+    """
+    if not selector:
+        return {}
+    counts = Counter(
+        (ref.api_version, ref.kind, ref.namespace)
+        for ref in refs
+        if ref.namespace and (ref.api_version, ref.kind) not in pending
+    )
+    times = Counter(refs)
+    wanted = {ref for ref in refs if times[ref] == 1}  # one given twice is read again after its first apply
+    found: dict[ObjectRef, dict[str, Any]] = {}
+    for (api_version, kind, namespace), count in counts.items():
+        if count < 2:
+            continue
+        try:
+            items = client.list(api_version, kind, namespace, selector)
+        except K8sUnreachable:
+            raise
+        except K8sError:
+            continue
+        for item in items:
+            ref = ObjectRef.of(item, namespace)
+            if ref in wanted:
+                found[ref] = item
+    return found
+
+
 def apply_all(
     module: Any,
     client: K8sClient,
@@ -172,6 +210,9 @@ def apply_all(
     results: list[dict[str, Any]] = []
     diffs: list[dict[str, str]] = []
     applied: set[ObjectRef] = set()
+    # The live objects, read before the first apply: applying one object of the set does not change
+    # another's declared state, which is what each is compared with (normalize).
+    listed = read_before(client, refs, pending, params.get("prune_selector"))
     for manifest, ref in zip(resources, refs, strict=True):
         if ref.namespace:
             manifest["metadata"] = dict(manifest.get("metadata") or {}, namespace=ref.namespace)
@@ -189,7 +230,12 @@ def apply_all(
             else:
                 wait_for_kind(client, ref)
                 pending.discard(kind_key)
-        live = None if kind_key in pending else client.get(ref)
+        if kind_key in pending:
+            live = None
+        elif ref in listed:
+            live = listed.pop(ref)
+        else:
+            live = client.get(ref)
         entry = entry_of(ref, live)
         if ref.kind == "Deployment":
             entry["revision_before"] = ((live or {}).get("metadata", {}).get("annotations") or {}).get(

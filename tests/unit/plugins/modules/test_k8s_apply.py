@@ -38,6 +38,8 @@ class FakeServer:
         self.objects: dict[_k8s.ObjectRef, dict[str, Any]] = {}
         self.discovery = _k8s.Discovery(lambda path: copy.deepcopy(self.documents.get(path)))
         self.writes: list[tuple[str, str, bool]] = []
+        self.reads: list[tuple[str, ...]] = []
+        self.refuse_lists = False
 
     def resource(self, api_version: str, kind: str) -> _k8s.Resource:
         return self.discovery.resource(api_version, kind)
@@ -47,9 +49,13 @@ class FakeServer:
 
     def get(self, ref: _k8s.ObjectRef) -> dict[str, Any] | None:
         self.resource(ref.api_version, ref.kind)
+        self.reads.append(("get", str(ref)))
         return copy.deepcopy(self.objects.get(ref))
 
     def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None) -> list:
+        self.reads.append(("list", kind, str(namespace), str(label_selector)))
+        if self.refuse_lists:
+            raise _k8s.K8sError("secrets is forbidden: cannot list resource", status=403)
         key, _sep, value = (label_selector or "").partition("=")
         return [
             copy.deepcopy(o)
@@ -206,3 +212,53 @@ def test_secret_string_data_reaches_the_server_as_data() -> None:
     stored = server.objects[_k8s.ObjectRef("v1", "Secret", "s", "ns")]
     assert stored["data"] == {"k": "dg=="} and "stringData" not in stored
     assert "dg==" not in result["diff"][0]["after"]
+
+
+def secret(name: str, value: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if labels is not None:
+        meta["labels"] = labels
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": {"k": value}}
+
+
+def test_objects_of_a_kind_are_read_with_one_list_of_the_sets_labels() -> None:
+    server = FakeServer()
+    mine = {"owner": "me"}
+    others = [secret("a", "MQ==", mine), secret("b", "Mg==", mine), secret("c", "Mw==", mine), PRIORITY]
+    run(server, FakeModule(resources=others, prune_selector="owner=me"))
+    # A Secret of the set that lost the labels (edited by hand) and one not created yet.
+    server.objects[_k8s.ObjectRef("v1", "Secret", "c", "ns")]["metadata"].pop("labels")
+    wanted = [
+        secret("a", "MQ==", mine),
+        secret("b", "Mg==", mine),
+        secret("c", "Mw==", mine),
+        secret("d", "NA==", mine),
+    ]
+    server.reads.clear()
+    result = run(server, FakeModule(resources=[*wanted, PRIORITY], prune_selector="owner=me"))
+    assert server.reads == [
+        ("list", "Secret", "ns", "owner=me"),
+        ("get", "Secret ns/c"),  # not returned by the list: read on its own
+        ("get", "Secret ns/d"),
+        ("get", "PriorityClass high"),  # the only one of its kind, and cluster-wide
+    ]
+    assert [(o["name"], o["changed"], o["created"]) for o in result["objects"]] == [
+        ("a", False, False),
+        ("b", False, False),
+        ("c", True, False),  # the labels go back
+        ("d", True, True),
+        ("high", False, False),
+    ]
+    assert [d["before_header"] for d in result["diff"]] == ["Secret ns/c (live)", "Secret ns/d (absent)"]
+
+    # The same answers in check mode, and when the server refuses the list, or there is no selector.
+    for module in (
+        FakeModule(check_mode=True, resources=[*wanted, PRIORITY], prune_selector="owner=me"),
+        FakeModule(resources=[*wanted, PRIORITY]),
+    ):
+        assert [o["changed"] for o in run(server, module)["objects"]] == [False] * 5
+    server.refuse_lists = True
+    server.reads.clear()
+    again = run(server, FakeModule(resources=[*wanted, PRIORITY], prune_selector="owner=me"))
+    assert [o["changed"] for o in again["objects"]] == [False] * 5
+    assert [r[0] for r in server.reads] == ["list"] + ["get"] * 5
