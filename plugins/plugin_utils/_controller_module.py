@@ -65,7 +65,7 @@ class _BytecodeCachedImports(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        package, _, leaf = fullname.rpartition(".")
+        package, _dot, leaf = fullname.rpartition(".")
         if package not in _OWN_PACKAGES or not path:
             return None
         for entry in path:
