@@ -171,8 +171,7 @@ def read_before(
         for ref in refs
         if ref.namespace and (ref.api_version, ref.kind) not in pending
     )
-    times = Counter(refs)
-    wanted = {ref for ref in refs if times[ref] == 1}  # one given twice is read again after its first apply
+    wanted = set(refs)  # a set lists no object twice (resolve_refs refuses it)
     found: dict[ObjectRef, dict[str, Any]] = {}
     for (api_version, kind, namespace), count in counts.items():
         if count < 2:
