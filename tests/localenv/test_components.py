@@ -6,8 +6,10 @@ test fail, never skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -22,7 +24,7 @@ import redis
 import yaml
 
 from tools.localenv import _secrets, alertmanager, images, postgres, prometheus, registry, s3, vercel
-from tools.localenv._proc import Context
+from tools.localenv._proc import Context, free_port
 
 pytestmark = pytest.mark.localenv
 
@@ -207,3 +209,47 @@ def test_local_vercel_api_requires_the_generated_token(creds: dict[str, str]) ->
     req = urllib.request.Request(project_url, headers={"Authorization": f"Bearer {creds['vercel_token']}"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert json.load(resp)["name"] == vercel.PROJECT
+
+
+def _thinkus_db(password: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(
+        host=postgres.HOST, port=postgres.PORT, dbname=postgres.DB, user=postgres.USER, password=password
+    )
+    conn.autocommit = True
+    return conn
+
+
+def test_postgres_comes_up_on_a_cluster_whose_credentials_were_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .local that lost its credentials (deleted, or a new checkout at the same path) finds
+    the cluster it made still there with the old superuser password: local-up takes it over
+    with the new one, and the data is kept."""
+    monkeypatch.setattr(postgres, "PORT", free_port())
+    own = Context(state_dir=tmp_path / ".local", cache_dir=tmp_path / "cache")
+    data_dir = None
+    try:
+        postgres.up(own)
+        data_dir = (own.state_dir / "postgres").resolve()
+        first = _secrets.load(own)
+        with contextlib.closing(_thinkus_db(first["postgres_password"])) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE kept (v text)")
+            cur.execute("INSERT INTO kept VALUES ('from the first .local')")
+        postgres.down(own)
+        (own.state_dir / "credentials.yml").unlink()
+        capsys.readouterr()
+
+        postgres.up(own)
+
+        assert "another .local's superuser password; setting this one" in capsys.readouterr().out
+        second = _secrets.load(own)
+        assert second["postgres_superuser_password"] != first["postgres_superuser_password"]
+        with contextlib.closing(_thinkus_db(second["postgres_password"])) as conn, conn.cursor() as cur:
+            cur.execute("SELECT v FROM kept")
+            assert cur.fetchall() == [("from the first .local",)]
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            postgres._connect(first["postgres_superuser_password"]).close()
+    finally:
+        postgres.down(own)
+        if data_dir and data_dir != (own.state_dir / "postgres"):
+            shutil.rmtree(data_dir.parent, ignore_errors=True)

@@ -114,19 +114,20 @@ def _initdb(data: Path, user: str | None, superpass: str) -> None:
         pwfile.unlink(missing_ok=True)
 
 
-def up(ctx: Context) -> dict[str, str]:
-    ctx.ensure()
-    user = _run_as()
-    base = _base(ctx, user)
-    data = base / "data"
-    sock = base / "socket"
-    superpass = _secrets.get(ctx, "postgres_superuser_password")
-    password = _secrets.get(ctx, "postgres_password")
-    os.chmod(base, 0o711)
-    sock.mkdir(exist_ok=True)
-    _chown(sock, user)
-    if not (data / "PG_VERSION").exists():
-        _initdb(data, user, superpass)
+def _set_superuser_password(data: Path, user: str | None, superpass: str) -> None:
+    """Give the cluster's superuser this .local's password, with the server stopped.
+
+    Single-user mode needs no login, so it works whatever password the cluster had: the one of
+    a deleted .local, or of an earlier checkout at the same path. The statement goes on stdin.
+    """
+    argv = [str(bindir() / "postgres"), "--single", "-D", str(data), "postgres"]
+    if user:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+    literal = superpass.replace("'", "''")
+    run(argv, input_=f"ALTER ROLE postgres PASSWORD '{literal}'\n".encode(), quiet=True)
+
+
+def _start(ctx: Context, data: Path, sock: Path, user: str | None) -> None:
     spawn(
         ctx,
         NAME,
@@ -148,7 +149,48 @@ def up(ctx: Context) -> dict[str, str]:
         ports=[PORT],
         user=user,
     )
-    wait_for(ctx, NAME, lambda: _connect(superpass).close() is None, timeout=60)
+
+
+def _wait_ready(ctx: Context, superpass: str) -> bool:
+    """Wait until the server accepts connections; False when it refuses the superuser password."""
+    refused: list[str] = []
+
+    def ready() -> bool:
+        try:
+            _connect(superpass).close()
+        except psycopg2.OperationalError as err:
+            if "password authentication failed" not in str(err):
+                raise
+            refused.append(str(err))
+        return True
+
+    wait_for(ctx, NAME, ready, timeout=60)
+    return not refused
+
+
+def up(ctx: Context) -> dict[str, str]:
+    ctx.ensure()
+    user = _run_as()
+    base = _base(ctx, user)
+    data = base / "data"
+    sock = base / "socket"
+    superpass = _secrets.get(ctx, "postgres_superuser_password")
+    password = _secrets.get(ctx, "postgres_password")
+    os.chmod(base, 0o711)
+    sock.mkdir(exist_ok=True)
+    _chown(sock, user)
+    if not (data / "PG_VERSION").exists():
+        _initdb(data, user, superpass)
+    _start(ctx, data, sock, user)
+    if not _wait_ready(ctx, superpass):
+        # The data directory outlived the .local that made it (a deleted .local, or a new
+        # checkout at the same path): keep the data, take this .local's password.
+        say("postgres: the data directory has another .local's superuser password; setting this one")
+        down(ctx)
+        _set_superuser_password(data, user, superpass)
+        _start(ctx, data, sock, user)
+        if not _wait_ready(ctx, superpass):
+            raise LocalEnvError("postgres: the superuser password was set but is still refused; see the server log")
     conn = _connect(superpass)
     conn.autocommit = True
     with conn.cursor() as cur:
